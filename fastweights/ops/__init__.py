@@ -1,0 +1,5 @@
+"""Stateless fast-weight recurrences. Each op has a step-loop reference and fast paths (``impl=``)."""
+
+from .delta_rule import delta_rule
+
+__all__ = ["delta_rule"]

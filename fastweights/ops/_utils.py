@@ -1,0 +1,101 @@
+"""Shared plumbing for the fast-weight ops: input checks, dtype policy, impl dispatch.
+
+Conventions (every op):
+  * q, k, v are ``[B, T, H, D]``; beta is ``[B, T, H]``; state matrices are ``[B, H, D_k, D_v]``.
+  * "write then read": the update at step t happens before the read at step t.
+  * ``initial_state=None`` means every fast weight starts at zero.
+  * ops return ``(o, final_state)``; ``final_state`` is None unless ``output_final_state=True``.
+  * maths runs in ``acc_dtype(x.dtype)``: float64 stays float64, everything else runs in float32.
+    Outputs come back in the input dtype; states are kept in the accumulation dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+IMPLS = ("reference", "chunk", "fused")
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the maths runs in: float64 for float64 inputs, float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def check_tensor(name: str, x: torch.Tensor, ndim: int, layout: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != ndim:
+        raise ValueError(f"{name} must have shape {layout}, got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+
+
+def check_same(names: Sequence[str], sizes: Sequence[int], what: str) -> None:
+    if len(set(sizes)) > 1:
+        pairs = ", ".join(f"{n}={s}" for n, s in zip(names, sizes))
+        raise ValueError(f"{what} must agree: {pairs}")
+
+
+def check_qkv(q, k, v, beta=None, *, prefix: str = ""):
+    """Checks the standard layout and returns (B, T, H, Dk, Dv)."""
+    n = lambda s: prefix + s  # noqa: E731
+    check_tensor(n("q"), q, 4, "[B, T, H, D_k]")
+    check_tensor(n("k"), k, 4, "[B, T, H, D_k]")
+    check_tensor(n("v"), v, 4, "[B, T, H, D_v]")
+    if q.shape != k.shape:
+        raise ValueError(f"{n('q')} and {n('k')} must have the same shape, got {tuple(q.shape)} and {tuple(k.shape)}")
+    if v.shape[:3] != q.shape[:3]:
+        raise ValueError(
+            f"{n('v')} must share [B, T, H] with {n('q')}, got {tuple(v.shape)} and {tuple(q.shape)}"
+        )
+    B, T, H, Dk = q.shape
+    Dv = v.shape[-1]
+    if beta is not None:
+        check_tensor(n("beta"), beta, 3, "[B, T, H]")
+        if beta.shape != q.shape[:3]:
+            raise ValueError(f"{n('beta')} must have shape {tuple(q.shape[:3])}, got {tuple(beta.shape)}")
+    if T == 0:
+        raise ValueError(f"sequence length T must be at least 1, got {tuple(q.shape)}")
+    return B, T, H, Dk, Dv
+
+
+def check_state(name: str, s, shape: Sequence[int]) -> torch.Tensor | None:
+    if s is None:
+        return None
+    if not isinstance(s, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or None, got {type(s).__name__}")
+    if tuple(s.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(s.shape)}")
+    return s
+
+
+def unpack_state(initial_state, names: Sequence[str], shapes: Sequence[Sequence[int]]):
+    """Validates a tuple state (or None) and returns a tuple of tensors/None of the right length."""
+    if initial_state is None:
+        return (None,) * len(names)
+    if len(names) == 1 and isinstance(initial_state, torch.Tensor):
+        initial_state = (initial_state,)
+    if not isinstance(initial_state, (tuple, list)) or len(initial_state) != len(names):
+        raise ValueError(
+            f"initial_state must be None or a tuple ({', '.join(names)}), got {type(initial_state).__name__}"
+            + (f" of length {len(initial_state)}" if isinstance(initial_state, (tuple, list)) else "")
+        )
+    return tuple(check_state(f"initial_state.{n}", s, sh) for n, s, sh in zip(names, initial_state, shapes))
+
+
+def resolve_impl(op: str, impl: str, available: Mapping[str, Callable], auto_order: Sequence[str],
+                 device: torch.device) -> Callable:
+    """Returns the function for ``impl``; ``"auto"`` takes the first of ``auto_order`` usable on ``device``."""
+    if impl == "auto":
+        for name in auto_order:
+            if name == "fused" and device.type != "cpu":
+                continue  # the fused step kernels are CPU (numba) code
+            return available[name]
+        return available["reference"]
+    if impl not in available:
+        raise ValueError(f"{op}: impl must be one of {['auto', *available]}, got {impl!r}")
+    if impl == "fused" and device.type != "cpu":
+        raise ValueError(f"{op}: impl='fused' runs on CPU tensors only, got device {device}")
+    return available[impl]

@@ -1,0 +1,161 @@
+"""The delta rule (DeltaNet's fast-weight update), per head:
+
+    u_t = beta_t (v_t - S_{t-1}^T k_t)        (the "new value")
+    S_t = S_{t-1} + k_t u_t^T
+    o_t = S_t^T q_t                           (write, then read)
+
+Two paths:
+  * ``reference``: a step loop, autograd through it.
+  * ``chunk``: the chunkwise-parallel algorithm of Yang et al. (2024), "Parallelizing Linear
+    Transformers with the Delta Rule over Sequence Length", with a hand-written backward. Per chunk of
+    C steps (K, Q: C x Dk, V: C x Dv, entering state S):
+        L = strict_lower(diag(beta) K K^T),  A = (I + L)^-1
+        W = A diag(beta) K,                   U = A diag(beta) V          (parallel over all chunks)
+        V_new = U - W S,   S <- S + K^T V_new                             (sequential over chunks)
+        O = Q S + tril(Q K^T) V_new                                       (parallel over all chunks)
+    The backward stores only the states entering each chunk (T/C matrices per head) and runs the same
+    split: one short sequential loop over chunks, everything else batched.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._chunk import from_chunks, to_chunks
+from ._utils import acc_dtype, check_qkv, resolve_impl, unpack_state
+
+DEFAULT_CHUNK_SIZE = 32
+
+
+def delta_rule(q, k, v, beta, *, initial_state=None, output_final_state=False, impl="auto",
+               chunk_size=DEFAULT_CHUNK_SIZE):
+    """Delta-rule fast weights.
+
+    Args:
+        q, k: ``[B, T, H, Dk]``; v: ``[B, T, H, Dv]``; beta: ``[B, T, H]`` (the learning rates; the
+            layer applies sigmoid). Keys should be normalised (the layers use sum-normalised elu+1).
+        initial_state: None or ``S_0`` of shape ``[B, H, Dk, Dv]``.
+        output_final_state: also return ``S_T``.
+        impl: ``"auto"`` (= ``"chunk"``), ``"chunk"`` or ``"reference"``.
+        chunk_size: chunk length C of the chunkwise path.
+
+    Returns:
+        ``(o, S_T)``: o is ``[B, T, H, Dv]`` in the input dtype; S_T (or None) in float32/float64.
+    """
+    B, T, H, Dk, Dv = check_qkv(q, k, v, beta)
+    (s0,) = unpack_state(initial_state, ["S"], [(B, H, Dk, Dv)])
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    fn = resolve_impl("delta_rule", impl, {"reference": _delta_rule_reference, "chunk": _delta_rule_chunk},
+                      ["chunk"], q.device)
+    if fn is _delta_rule_chunk:
+        return fn(q, k, v, beta, s0, output_final_state, chunk_size)
+    return fn(q, k, v, beta, s0, output_final_state)
+
+
+def delta_rule_reference(q, k, v, beta, *, initial_state=None, output_final_state=False):
+    """The plain step loop (autograd through it); the ground truth for every other path."""
+    return delta_rule(q, k, v, beta, initial_state=initial_state, output_final_state=output_final_state,
+                      impl="reference")
+
+
+def _delta_rule_reference(q, k, v, beta, s0, output_final_state):
+    B, T, H, Dk = q.shape
+    Dv = v.shape[-1]
+    dt = acc_dtype(q.dtype)
+    q, k, v, beta = (x.to(dt) for x in (q, k, v, beta))
+    S = q.new_zeros(B, H, Dk, Dv) if s0 is None else s0.to(dt)
+    outs = []
+    for t in range(T):
+        kt = k[:, t]  # [B, H, Dk]
+        old = torch.einsum("bhk,bhkv->bhv", kt, S)
+        u = beta[:, t, :, None] * (v[:, t] - old)  # [B, H, Dv]
+        S = S + kt[..., :, None] * u[..., None, :]
+        outs.append(torch.einsum("bhk,bhkv->bhv", q[:, t], S))
+    o = torch.stack(outs, dim=1)
+    return o.to(v.dtype if v.dtype == dt else o.dtype), (S if output_final_state else None)
+
+
+def _delta_rule_chunk(q, k, v, beta, s0, output_final_state, chunk_size):
+    B, T, H, Dk = q.shape
+    Dv = v.shape[-1]
+    in_dtype = v.dtype
+    dt = acc_dtype(q.dtype)
+    C = min(chunk_size, T)
+    qc, kc, vc = (to_chunks(x.to(dt), C) for x in (q, k, v))
+    bc = to_chunks(beta.to(dt), C)
+    s0 = None if s0 is None else s0.to(dt).reshape(B * H, Dk, Dv)
+    o, s = _ChunkDeltaRule.apply(qc, kc, vc, bc, s0)
+    o = from_chunks(o, B, H, T).to(in_dtype)
+    return o, (s.reshape(B, H, Dk, Dv) if output_final_state else None)
+
+
+def _intra_chunk(K, Kb, Vb):
+    """``W = A Kb, U = A Vb`` with ``A = (I + strict_lower(Kb K^T))^-1``; returns (A, W, U)."""
+    L = (Kb @ K.transpose(-1, -2)).tril_(-1)
+    eye = torch.eye(K.shape[-2], dtype=K.dtype, device=K.device).expand_as(L)
+    A = torch.linalg.solve_triangular(L, eye, upper=False, unitriangular=True)
+    return A, A @ Kb, A @ Vb
+
+
+class _ChunkDeltaRule(torch.autograd.Function):
+    """Chunkwise delta rule on ``[BH, N, C, D]`` tensors, with a hand-written backward."""
+
+    @staticmethod
+    def forward(ctx, Q, K, V, b, s0):
+        BH, N, C, Dk = K.shape
+        Dv = V.shape[-1]
+        Kb = K * b[..., None]
+        Vb = V * b[..., None]
+        A, W, U = _intra_chunk(K, Kb, Vb)
+        states = K.new_empty(BH, N, Dk, Dv)
+        vnew = torch.empty_like(U)
+        S = K.new_zeros(BH, Dk, Dv) if s0 is None else s0.clone()
+        Kt = K.transpose(-1, -2)
+        for n in range(N):
+            states[:, n] = S
+            vn = torch.baddbmm(U[:, n], W[:, n], S, alpha=-1)
+            vnew[:, n] = vn
+            S = torch.baddbmm(S, Kt[:, n], vn)
+        M = (Q @ Kt).tril_()
+        O = Q @ states + M @ vnew
+        ctx.save_for_backward(Q, K, V, b, A, W, vnew, states)
+        ctx.has_s0 = s0 is not None
+        return O, S
+
+    @staticmethod
+    def backward(ctx, dO, dS):
+        Q, K, V, b, A, W, vnew, states = ctx.saved_tensors
+        BH, N, C, Dk = K.shape
+        Dv = V.shape[-1]
+        Kt = K.transpose(-1, -2)
+        dO = dO.contiguous()
+        dS = K.new_zeros(BH, Dk, Dv) if dS is None else dS.clone()
+        M = (Q @ Kt).tril_()
+        P = M.transpose(-1, -2) @ dO  # [BH, N, C, Dv]: intra-chunk part of dV_new
+        G = Q.transpose(-1, -2) @ dO  # [BH, N, Dk, Dv]: what the reads add to dS
+        dnext = torch.empty_like(states)  # grad wrt the state leaving chunk n
+        dvnew = torch.empty_like(vnew)
+        Wt = W.transpose(-1, -2)
+        for n in range(N - 1, -1, -1):
+            dnext[:, n] = dS
+            dvn = torch.baddbmm(P[:, n], K[:, n], dS)
+            dvnew[:, n] = dvn
+            dS = torch.baddbmm(dS + G[:, n], Wt[:, n], dvn, alpha=-1)
+        dM = (dO @ vnew.transpose(-1, -2)).tril_()
+        st = states.transpose(-1, -2)
+        dQ = dO @ st + dM @ K
+        dK = dM.transpose(-1, -2) @ Q + vnew @ dnext.transpose(-1, -2)
+        dW = -(dvnew @ st)  # [BH, N, C, Dk]
+        At = A.transpose(-1, -2)
+        dKb = At @ dW
+        dVb = At @ dvnew
+        Kb = K * b[..., None]
+        Vb = V * b[..., None]
+        dA = dW @ Kb.transpose(-1, -2) + dvnew @ Vb.transpose(-1, -2)
+        dL = -(At @ dA @ At).tril_(-1)
+        dKb = dKb + dL @ K
+        dK = dK + dL.transpose(-1, -2) @ Kb + dKb * b[..., None]
+        db = (dKb * K).sum(-1) + (dVb * V).sum(-1)
+        dV = dVb * b[..., None]
+        return dQ, dK, dV, db, (dS if ctx.has_s0 else None)
