@@ -1,0 +1,1 @@
+"""Benchmarks: ``fastweights bench ops`` (the fast-weight ops against their references and SDPA)."""

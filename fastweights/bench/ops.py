@@ -1,0 +1,191 @@
+"""``fastweights bench ops``: every op x impl x shape, forward + backward, against its reference and SDPA.
+
+Each row: median forward+backward milliseconds (dense random upstream gradient), tokens/s (B*T per
+second), peak memory of the forward+backward, the speed-up over the op's step-loop reference and the
+ratio to causal softmax attention (``scaled_dot_product_attention``) at the same shape. Everything at
+one shape is timed interleaved in one process, so the ratios are side-by-side measurements.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .. import ops
+from .timing import clear_grads, fwd_bwd, peak_memory_bytes, time_interleaved
+
+DEFAULT_SHAPES = ((16, 8, 256, 16), (8, 8, 512, 32), (4, 4, 1024, 64))
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """How to benchmark one op: build its (leaf) inputs, and call it with an impl."""
+
+    make: Callable[[int, int, int, int, torch.dtype, torch.Generator], dict]
+    call: Callable[[str, dict], torch.Tensor]
+    impls: tuple[str, ...]
+
+
+def _randn(gen, dtype, *shape, scale=1.0):
+    return torch.randn(*shape, generator=gen, dtype=dtype) * scale
+
+
+def _leaf(**tensors):
+    return {n: t.detach().requires_grad_() for n, t in tensors.items()}
+
+
+def _qkv_beta(B, H, T, D, dtype, gen):
+    return dict(q=_randn(gen, dtype, B, T, H, D),
+                k=F.normalize(_randn(gen, dtype, B, T, H, D), dim=-1),
+                v=_randn(gen, dtype, B, T, H, D),
+                beta=torch.sigmoid(_randn(gen, dtype, B, T, H)))
+
+
+def _make_linear(B, H, T, D, dtype, gen):
+    x = _qkv_beta(B, H, T, D, dtype, gen)
+    return _leaf(q=F.elu(x["q"]) + 1, k=F.elu(x["k"]) + 1, v=x["v"])
+
+
+def _make_delta(B, H, T, D, dtype, gen):
+    return _leaf(**_qkv_beta(B, H, T, D, dtype, gen))
+
+
+def _make_recurrent_read(B, H, T, D, dtype, gen, gates=None):
+    g = () if gates is None else (gates,)
+    x = dict(q=_randn(gen, dtype, B, T, H, *g, D), k=F.normalize(_randn(gen, dtype, B, T, H, *g, D), dim=-1),
+             v=_randn(gen, dtype, B, T, H, *g, D), beta=torch.sigmoid(_randn(gen, dtype, B, T, H, *g)),
+             rk=torch.softmax(_randn(gen, dtype, B, T, H, *g, D), -1), rv=_randn(gen, dtype, B, T, H, *g, D),
+             rbeta=torch.sigmoid(_randn(gen, dtype, B, T, H, *g)))
+    return _leaf(**x)
+
+
+def _make_rdn(B, H, T, D, dtype, gen):
+    return _leaf(xq=_randn(gen, dtype, B, T, H, D), xk=_randn(gen, dtype, B, T, H, D),
+                 xv=_randn(gen, dtype, B, T, H, D), xbeta=_randn(gen, dtype, B, T, H),
+                 Rq=_randn(gen, dtype, H, D, D, scale=D ** -0.5), Rk=_randn(gen, dtype, H, D, D, scale=D ** -0.5),
+                 Rv=_randn(gen, dtype, H, D, D, scale=D ** -0.5), rbeta=_randn(gen, dtype, H, D, scale=D ** -0.5))
+
+
+def _make_sdpa(B, H, T, D, dtype, gen):
+    return _leaf(q=_randn(gen, dtype, B, H, T, D), k=_randn(gen, dtype, B, H, T, D), v=_randn(gen, dtype, B, H, T, D))
+
+
+def _softmax_attention(impl, x):
+    if impl == "sdpa":
+        return F.scaled_dot_product_attention(x["q"], x["k"], x["v"], is_causal=True)
+    T, D = x["q"].shape[-2:]
+    scores = (x["q"] @ x["k"].transpose(-1, -2)) * D ** -0.5
+    mask = torch.ones(T, T, dtype=torch.bool, device=scores.device).triu_(1)
+    return torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1) @ x["v"]
+
+
+OP_SPECS: dict[str, OpSpec] = {
+    "softmax_attention": OpSpec(_make_sdpa, _softmax_attention, ("reference", "sdpa")),
+    "linear_attention": OpSpec(_make_linear, lambda impl, x: ops.linear_attention(**x, impl=impl)[0],
+                               ("reference", "chunk")),
+    "delta_rule": OpSpec(_make_delta, lambda impl, x: ops.delta_rule(**x, impl=impl)[0], ("reference", "chunk")),
+    "delta_rnn": OpSpec(_make_recurrent_read, lambda impl, x: ops.delta_rnn(**x, impl=impl)[0],
+                        ("reference", "fused")),
+    "delta_lstm": OpSpec(lambda *a: _make_recurrent_read(*a, gates=3),
+                         lambda impl, x: ops.delta_lstm(**x, impl=impl)[0], ("reference", "fused")),
+    "recurrent_delta_rule": OpSpec(_make_rdn, lambda impl, x: ops.recurrent_delta_rule(**x, impl=impl)[0],
+                                   ("reference", "fused")),
+}
+
+
+@dataclass
+class Row:
+    op: str
+    impl: str
+    B: int
+    H: int
+    T: int
+    D: int
+    ms: float
+    tokens_per_s: float
+    peak_mb: float
+    speedup_vs_reference: float | None
+    ratio_to_sdpa: float | None  # sdpa_ms / ms: above 1 means faster than softmax attention
+
+
+def parse_shape(text: str) -> tuple[int, int, int, int]:
+    parts = text.lower().replace(",", "x").split("x")
+    if len(parts) != 4 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"--shapes: expected BxHxTxD with positive ints (e.g. 8x8x512x32), got {text!r}")
+    return tuple(int(p) for p in parts)  # type: ignore[return-value]
+
+
+def run_benchmark(op_names=None, shapes=DEFAULT_SHAPES, repeats=5, threads=2, dtype=torch.float32,
+                  with_reference=True, with_memory=True, progress=None, seed=0) -> list[Row]:
+    """Benchmarks ``op_names`` (default: all) at ``shapes``; returns one Row per op x impl x shape."""
+    names = list(OP_SPECS) if op_names is None else list(op_names)
+    unknown = [n for n in names if n not in OP_SPECS]
+    if unknown:
+        raise ValueError(f"--ops: unknown op {unknown[0]!r}; choose from {', '.join(OP_SPECS)}")
+    if "softmax_attention" not in names:
+        names.insert(0, "softmax_attention")  # the ratio-to-SDPA column needs it
+    if repeats < 1:
+        raise ValueError(f"--repeats must be at least 1, got {repeats}")
+    torch.set_num_threads(threads)
+    rows: list[Row] = []
+    for B, H, T, D in shapes:
+        gen = torch.Generator().manual_seed(seed)
+        fns, meta = {}, {}
+        for name in names:
+            spec = OP_SPECS[name]
+            inputs = spec.make(B, H, T, D, dtype, gen)
+            for impl in spec.impls:
+                if impl == "reference" and not with_reference:
+                    continue
+                out_shape = spec.call(impl, inputs).shape
+                grad = torch.randn(out_shape, generator=gen, dtype=dtype)
+                fn = (lambda spec=spec, impl=impl, inputs=inputs, grad=grad:
+                      fwd_bwd(lambda: spec.call(impl, inputs), inputs, grad))
+                fns[(name, impl)] = fn
+                meta[(name, impl)] = inputs
+        if progress:
+            progress(f"timing {len(fns)} op x impl pairs at B={B} H={H} T={T} D={D}")
+        ms = time_interleaved(fns, repeats=repeats, warmup=1)
+        sdpa_ms = ms.get(("softmax_attention", "sdpa"))
+        for (name, impl), fn in fns.items():
+            clear_grads(meta[(name, impl)])
+            peak = peak_memory_bytes(fn, torch.device("cpu")) if with_memory else float("nan")
+            ref = ms.get((name, "reference"))
+            rows.append(Row(op=name, impl=impl, B=B, H=H, T=T, D=D, ms=ms[(name, impl)],
+                            tokens_per_s=B * T / (ms[(name, impl)] / 1e3), peak_mb=peak / 2**20,
+                            speedup_vs_reference=(ref / ms[(name, impl)]) if ref else None,
+                            ratio_to_sdpa=(sdpa_ms / ms[(name, impl)]) if sdpa_ms else None))
+    return rows
+
+
+def environment(threads: int) -> dict:
+    return {"torch": torch.__version__, "threads": threads, "python": platform.python_version(),
+            "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def write_json(path, rows: list[Row], env: dict) -> None:
+    with open(path, "w") as f:
+        json.dump({"environment": env, "rows": [dataclasses.asdict(r) for r in rows]}, f, indent=1)
+
+
+def render_table(rows: list[Row], title: str):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col, just in [("op", "left"), ("impl", "left"), ("B,H,T,D", "left"), ("fwd+bwd ms", "right"),
+                      ("tokens/s", "right"), ("peak MiB", "right"), ("× reference", "right"),
+                      ("× sdpa", "right")]:
+        table.add_column(col, justify=just)
+    fmt = lambda x, f: "—" if x is None else f.format(x)  # noqa: E731
+    for r in rows:
+        table.add_row(r.op, r.impl, f"{r.B},{r.H},{r.T},{r.D}", f"{r.ms:.1f}", f"{r.tokens_per_s:,.0f}",
+                      f"{r.peak_mb:.1f}", fmt(r.speedup_vs_reference, "{:.2f}"), fmt(r.ratio_to_sdpa, "{:.2f}"))
+    return table

@@ -1,0 +1,104 @@
+"""The Delta Delta Net's fast net (Irie et al. 2021): a first delta net programs a second one.
+
+Signature::
+
+    delta_delta(q, k, v, beta, *, initial_state=None, output_final_state=False, impl="auto",
+                chunk_size=32) -> (o, final_state)
+
+Shapes (per head, d = head size):
+  * ``q``, ``k``: ``[B, T, H, d]`` (already feature-mapped; the layers use sum-normalised elu+1);
+    ``v``: ``[B, T, H, 3d+1]``; ``beta``: ``[B, T, H]`` (already squashed, e.g. sigmoid).
+  * ``initial_state``: None (zeros) or ``(S1, S2)`` with ``S1``: ``[B, H, d, 3d+1]`` (the first net's
+    (3d+1) x d fast matrix, stored in the delta-rule layout ``[D_k, D_v]``) and ``S2``: ``[B, H, d, d]``.
+  * returns ``o`` ``[B, T, H, d]`` (input dtype) and, with ``output_final_state=True``, ``(S1_T, S2_T)``
+    (float32, or float64 for float64 inputs).
+
+The computation at step t (write then read for both nets)::
+
+    S1_t = S1_{t-1} + beta_t k_t (v_t - S1_{t-1}^T k_t)^T ;   r_t = S1_t^T q_t          (3d+1)
+    q'_t = sn(elu1(r_t[:d]))      k'_t = sn(elu1(r_t[d:2d]))
+    v'_t = r_t[2d:3d]             beta'_t = sigmoid(r_t[3d])
+    S2_t = S2_{t-1} + beta'_t k'_t (v'_t - S2_{t-1}^T k'_t)^T ;  o_t = S2_t^T q'_t        d
+
+Our choice of the generated quantities' non-linearities mirrors what the slow net of a DeltaNet
+applies to its own projections: sum-normalised elu+1 for the query and key (keeps the second delta
+rule stable), identity for the value, sigmoid for the learning rate.
+
+Implementations:
+  * ``"reference"``: one step loop doing both nets per step.
+  * ``"chunk"`` (= ``"auto"``): the second net's inputs at step t depend only on the first net at step
+    t, so both nets are plain delta rules: two chunkwise
+    :func:`~fastweights.ops.delta_rule.delta_rule` calls over the whole sequence.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._utils import acc_dtype, check_qkv, resolve_impl, unpack_state
+from .delta_rule import DEFAULT_CHUNK_SIZE, delta_rule
+from .feature_maps import elu1_sn
+
+__all__ = ["delta_delta", "delta_delta_reference", "split_generated"]
+
+
+def delta_delta(q, k, v, beta, *, initial_state=None, output_final_state=False, impl="auto",
+                chunk_size=DEFAULT_CHUNK_SIZE):
+    """The Delta Delta Net fast net; see the module docstring for shapes and the exact computation.
+
+    Returns ``(o, final_state)`` with ``final_state = (S1, S2)`` or None."""
+    B, T, H, d, dv = check_qkv(q, k, v, beta)
+    if dv != 3 * d + 1:
+        raise ValueError(
+            f"v must have last dim 3d+1 = {3 * d + 1} (q', k', v' and beta' for the second net, d={d}), "
+            f"got {dv}"
+        )
+    s1, s2 = unpack_state(initial_state, ["S1", "S2"], [(B, H, d, dv), (B, H, d, d)])
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    fn = resolve_impl("delta_delta", impl, {"reference": _delta_delta_reference, "chunk": _delta_delta_chunk},
+                      ["chunk"], q.device)
+    dt = acc_dtype(q.dtype)
+    cast = lambda x: None if x is None else x.to(dt)  # noqa: E731
+    o, S1, S2 = fn(cast(q), cast(k), cast(v), cast(beta), cast(s1), cast(s2), output_final_state, chunk_size)
+    return o.to(q.dtype), ((S1, S2) if output_final_state else None)
+
+
+def delta_delta_reference(q, k, v, beta, **kwargs):
+    """The plain step loop (autograd through it); the ground truth for the chunked path."""
+    return delta_delta(q, k, v, beta, **{**kwargs, "impl": "reference"})
+
+
+def split_generated(r: torch.Tensor):
+    """Splits the first net's read ``[..., 3d+1]`` into the second net's ``(q', k', v', beta')``."""
+    d = (r.shape[-1] - 1) // 3
+    return (elu1_sn(r[..., :d]), elu1_sn(r[..., d:2 * d]), r[..., 2 * d:3 * d],
+            torch.sigmoid(r[..., 3 * d]))
+
+
+def _delta_delta_chunk(q, k, v, beta, s1, s2, output_final_state, chunk_size):
+    r, S1 = delta_rule(q, k, v, beta, initial_state=s1, output_final_state=output_final_state,
+                       impl="chunk", chunk_size=chunk_size)
+    q2, k2, v2, b2 = split_generated(r)
+    o, S2 = delta_rule(q2, k2, v2, b2, initial_state=s2, output_final_state=output_final_state,
+                       impl="chunk", chunk_size=chunk_size)
+    return o, S1, S2
+
+
+def _delta_step(S, q, k, v, beta):
+    old = torch.einsum("bhk,bhkv->bhv", k, S)
+    S = S + k[..., :, None] * (beta[..., None] * (v - old))[..., None, :]
+    return S, torch.einsum("bhk,bhkv->bhv", q, S)
+
+
+def _delta_delta_reference(q, k, v, beta, s1, s2, output_final_state, chunk_size):
+    del output_final_state, chunk_size
+    B, T, H, d = q.shape
+    S1 = q.new_zeros(B, H, d, v.shape[-1]) if s1 is None else s1
+    S2 = q.new_zeros(B, H, d, d) if s2 is None else s2
+    outs = []
+    for t in range(T):
+        S1, r = _delta_step(S1, q[:, t], k[:, t], v[:, t], beta[:, t])
+        S2, o = _delta_step(S2, *split_generated(r))
+        outs.append(o)
+    return torch.stack(outs, dim=1), S1, S2

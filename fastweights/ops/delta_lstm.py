@@ -1,0 +1,168 @@
+"""The Delta LSTM (Irie et al. 2021, the paper's v4): three feedforward delta nets and three recurrent
+delta-rule fast matrices, one per gate g in (i, u, o), per head:
+
+    S_g,t = S_g,t-1 + beta_g,t k_g,t (v_g,t - S_g,t-1^T k_g,t)^T,      z_g,t = S_g,t^T q_g,t
+    R_g,t = R_g,t-1 + rbeta_g,t rk_g,t (rv_g,t - R_g,t-1^T rk_g,t)^T
+    h~ = softmax(h_{t-1});  a_g = z_g,t + R_g,t^T h~
+    i = sigmoid(a_i),  u = a_u,  o = sigmoid(a_o)
+    c_t = i * u + (1 - i) * c_{t-1},   h_t = c_t * o                        (the output is h)
+
+The gates are stacked in dim 3 of every input, in the order (i, u, o). The layer applies the feature
+maps (softmax recurrent keys, sigmoid betas); the op takes them as given.
+
+Two paths:
+  * ``reference``: a step loop, autograd through it.
+  * ``fused`` (CPU): the three z's come from ONE chunkwise delta-rule call (the gate dim folded into the
+    heads); the recurrent part runs in a numba kernel whose backward rebuilds R_{t-1} from R_t by undoing
+    the rank-one update, storing only the per-step new values, gate values, c and h.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _numba
+from ._recurrent_read import delta_lstm_bwd, delta_lstm_fwd
+from ._utils import acc_dtype, check_tensor, resolve_impl, unpack_state
+from .delta_rnn import check_recurrent_inputs
+from .delta_rule import delta_rule
+
+STATE_NAMES = ("S", "R", "c", "h")
+NUM_GATES = 3
+
+
+def delta_lstm(q, k, v, beta, rk, rv, rbeta, *, initial_state=None, output_final_state=False, impl="auto"):
+    """Delta LSTM fast weights (gates stacked in dim 3 in the order i, u, o).
+
+    Args:
+        q, k: ``[B, T, H, 3, Dk]``; v: ``[B, T, H, 3, Dv]``; beta: ``[B, T, H, 3]`` (three feedforward
+            delta nets).
+        rk, rv: ``[B, T, H, 3, Dv]``; rbeta: ``[B, T, H, 3]`` (keys, values and learning rates of the
+            three recurrent fast matrices; the layer applies softmax to rk and sigmoid to the betas).
+        initial_state: None (all zeros) or a tuple
+            ``(S [B, H, 3, Dk, Dv], R [B, H, 3, Dv, Dv], c [B, H, Dv], h [B, H, Dv])``.
+        output_final_state: also return ``(S_T, R_T, c_T, h_T)``.
+        impl: ``"auto"`` (``"fused"`` on CPU, ``"reference"`` elsewhere), ``"fused"`` or ``"reference"``.
+
+    Returns:
+        ``(o, state)``: o (the cell outputs h) is ``[B, T, H, Dv]`` in the input dtype; state (or None) is
+        the tuple ``(S, R, c, h)`` in float32 (float64 for float64 inputs).
+    """
+    B, T, H, Dk, Dv = _check_gated_qkv(q, k, v, beta)
+    check_recurrent_inputs(rk, rv, rbeta, (B, T, H, NUM_GATES, Dv), "[B, T, H, 3, D_v]", "[B, T, H, 3]")
+    s0, r0, c0, h0 = unpack_state(
+        initial_state, STATE_NAMES,
+        [(B, H, NUM_GATES, Dk, Dv), (B, H, NUM_GATES, Dv, Dv), (B, H, Dv), (B, H, Dv)])
+    fn = resolve_impl("delta_lstm", impl, {"reference": _delta_lstm_reference, "fused": _delta_lstm_fused},
+                      ["fused"], q.device)
+    return fn(q, k, v, beta, rk, rv, rbeta, s0, r0, c0, h0, output_final_state)
+
+
+def delta_lstm_reference(q, k, v, beta, rk, rv, rbeta, *, initial_state=None, output_final_state=False):
+    """The plain step loop (autograd through it); the ground truth for the fused path."""
+    return delta_lstm(q, k, v, beta, rk, rv, rbeta, initial_state=initial_state,
+                      output_final_state=output_final_state, impl="reference")
+
+
+def _check_gated_qkv(q, k, v, beta):
+    """Checks the gated layout ``[B, T, H, 3, D]`` and returns (B, T, H, Dk, Dv)."""
+    check_tensor("q", q, 5, "[B, T, H, 3, D_k]")
+    check_tensor("k", k, 5, "[B, T, H, 3, D_k]")
+    check_tensor("v", v, 5, "[B, T, H, 3, D_v]")
+    check_tensor("beta", beta, 4, "[B, T, H, 3]")
+    if q.shape[3] != NUM_GATES:
+        raise ValueError(f"q must stack the {NUM_GATES} gates (i, u, o) in dim 3, got shape {tuple(q.shape)}")
+    if q.shape != k.shape:
+        raise ValueError(f"q and k must have the same shape, got {tuple(q.shape)} and {tuple(k.shape)}")
+    if v.shape[:4] != q.shape[:4]:
+        raise ValueError(f"v must share [B, T, H, 3] with q, got {tuple(v.shape)} and {tuple(q.shape)}")
+    if beta.shape != q.shape[:4]:
+        raise ValueError(f"beta must have shape [B, T, H, 3] = {tuple(q.shape[:4])}, got {tuple(beta.shape)}")
+    B, T, H, _, Dk = q.shape
+    if T == 0:
+        raise ValueError(f"sequence length T must be at least 1, got {tuple(q.shape)}")
+    return B, T, H, Dk, v.shape[-1]
+
+
+def _delta_lstm_reference(q, k, v, beta, rk, rv, rbeta, s0, r0, c0, h0, output_final_state):
+    B, T, H, G, Dk = q.shape
+    Dv = v.shape[-1]
+    in_dtype = v.dtype
+    dt = acc_dtype(q.dtype)
+    q, k, v, beta, rk, rv, rbeta = (x.to(dt) for x in (q, k, v, beta, rk, rv, rbeta))
+    S = q.new_zeros(B, H, G, Dk, Dv) if s0 is None else s0.to(dt)
+    R = q.new_zeros(B, H, G, Dv, Dv) if r0 is None else r0.to(dt)
+    c = q.new_zeros(B, H, Dv) if c0 is None else c0.to(dt)
+    h = q.new_zeros(B, H, Dv) if h0 is None else h0.to(dt)
+    outs = []
+    for t in range(T):
+        kt = k[:, t]  # [B, H, 3, Dk]
+        u = beta[:, t, ..., None] * (v[:, t] - torch.einsum("bhgk,bhgkv->bhgv", kt, S))
+        S = S + kt[..., :, None] * u[..., None, :]
+        z = torch.einsum("bhgk,bhgkv->bhgv", q[:, t], S)  # [B, H, 3, Dv]
+        rkt = rk[:, t]  # [B, H, 3, Dv]
+        ur = rbeta[:, t, ..., None] * (rv[:, t] - torch.einsum("bhgi,bhgij->bhgj", rkt, R))
+        R = R + rkt[..., :, None] * ur[..., None, :]
+        a = z + torch.einsum("bhi,bhgij->bhgj", torch.softmax(h, dim=-1), R)
+        i, uu, o = torch.sigmoid(a[:, :, 0]), a[:, :, 1], torch.sigmoid(a[:, :, 2])
+        c = i * uu + (1 - i) * c
+        h = c * o
+        outs.append(h)
+    out = torch.stack(outs, dim=1).to(in_dtype)
+    return out, ((S, R, c, h) if output_final_state else None)
+
+
+def _delta_lstm_fused(q, k, v, beta, rk, rv, rbeta, s0, r0, c0, h0, output_final_state):
+    B, T, H, G, Dk = q.shape
+    Dv = v.shape[-1]
+    in_dtype = v.dtype
+    dt = acc_dtype(q.dtype)
+    # the three feedforward delta nets are one delta rule over H * 3 heads
+    q, k, v = (x.to(dt).reshape(B, T, H * G, -1) for x in (q, k, v))
+    beta = beta.to(dt).reshape(B, T, H * G)
+    S0 = None if s0 is None else s0.to(dt).reshape(B, H * G, Dk, Dv)
+    z, S = delta_rule(q, k, v, beta, initial_state=S0, output_final_state=True, impl="chunk")
+    z = z.reshape(B, T, H, G, Dv)
+    R0 = q.new_zeros(B, H, G, Dv, Dv) if r0 is None else r0.to(dt)
+    C0 = q.new_zeros(B, H, Dv) if c0 is None else c0.to(dt)
+    H0 = q.new_zeros(B, H, Dv) if h0 is None else h0.to(dt)
+    Hs, Cs, R = _DeltaLSTMRecurrent.apply(z.contiguous(),
+                                          *(x.to(dt).contiguous() for x in (rk, rv, rbeta, R0, C0, H0)))
+    out = Hs.to(in_dtype)
+    if not output_final_state:
+        return out, None
+    return out, (S.reshape(B, H, G, Dk, Dv), R, Cs[:, -1], Hs[:, -1])
+
+
+class _DeltaLSTMRecurrent(torch.autograd.Function):
+    """The recurrent part on contiguous gated tensors; numba kernels, undo-the-update backward.
+    Returns the cell outputs h and cells c (``[B, T, H, Dv]``) and the final R."""
+
+    @staticmethod
+    def forward(ctx, z, rk, rv, rb, R0, c0, h0):
+        B, T, H, G, D = z.shape
+        Hs = z.new_empty(B, T, H, D)
+        Cs = z.new_empty(B, T, H, D)
+        Gates = torch.empty_like(z)
+        U = torch.empty_like(z)
+        RT = torch.empty_like(R0)
+        _numba.sync_threads()
+        delta_lstm_fwd(*(_numba.np_view(x) for x in (z, rk, rv, rb, R0, c0, h0)),
+                       *(x.numpy() for x in (Hs, Cs, Gates, U, RT)))
+        ctx.save_for_backward(rk, rv, rb, U, Gates, Cs, Hs, c0, h0, RT)
+        return Hs, Cs, RT
+
+    @staticmethod
+    def backward(ctx, dHs, dCs, dRT):
+        rk, rv, rb, U, Gates, Cs, Hs, c0, h0, RT = ctx.saved_tensors
+        dt = U.dtype
+        dz, drk, drv = (torch.empty_like(x) for x in (U, rk, rv))
+        drb = torch.empty_like(rb)
+        dR0 = torch.empty_like(RT)
+        dc0 = torch.empty_like(c0)
+        dh0 = torch.empty_like(h0)
+        _numba.sync_threads()
+        delta_lstm_bwd(*(_numba.np_view(x) for x in (rk, rv, rb, U, Gates, Cs, Hs, c0, h0, RT)),
+                       *(_numba.np_view(x.to(dt)) for x in (dHs, dCs, dRT)),
+                       *(x.numpy() for x in (dz, drk, drv, drb, dR0, dc0, dh0)))
+        return dz, drk, drv, drb, dR0, dc0, dh0

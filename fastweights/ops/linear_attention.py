@@ -1,0 +1,101 @@
+"""Linear attention as a fast weight programmer (the additive outer-product rule), per head:
+
+    S_t = S_{t-1} + k_t v_t^T,      o_t = S_t^T q_t                      (write, then read)
+
+optionally normalised as in Katharopoulos et al. (2020):
+
+    z_t = z_{t-1} + k_t,            o_t = S_t^T q_t / (q_t . z_t + eps)
+
+Feature maps (elu+1, DPFP, FAVOR+) are applied by the layer before calling this op.
+
+Two paths:
+  * ``reference``: a step loop, autograd through it.
+  * ``chunk``: chunkwise-parallel. With the state entering chunk n, S_n = S_0 + sum_{m<n} K_m^T V_m,
+    an exclusive prefix sum over chunks, the whole computation is parallel:
+        O_n = Q_n S_n + tril(Q_n K_n^T) V_n.
+    The normaliser rides along as an extra value column of ones (z is S's last column).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._chunk import from_chunks, to_chunks
+from ._utils import acc_dtype, check_qkv, resolve_impl, unpack_state
+
+DEFAULT_CHUNK_SIZE = 64
+
+
+def linear_attention(q, k, v, *, normalize=False, eps=1e-6, initial_state=None, output_final_state=False,
+                     impl="auto", chunk_size=DEFAULT_CHUNK_SIZE):
+    """Linear attention (sum of outer products) fast weights.
+
+    Args:
+        q, k: ``[B, T, H, Dk]`` (already feature-mapped); v: ``[B, T, H, Dv]``.
+        normalize: divide the read by ``q_t . z_t + eps`` with ``z_t = z_0 + sum k``. Off by default.
+        initial_state: None, or ``S_0 [B, H, Dk, Dv]`` (normalize=False), or ``(S_0, z_0 [B, H, Dk])``
+            (normalize=True).
+        output_final_state: also return the final state (same structure as ``initial_state``).
+        impl: ``"auto"`` (= ``"chunk"``), ``"chunk"`` or ``"reference"``.
+
+    Returns:
+        ``(o, final_state)``; o is ``[B, T, H, Dv]`` in the input dtype.
+    """
+    B, T, H, Dk, Dv = check_qkv(q, k, v)
+    if not isinstance(normalize, bool):
+        raise ValueError(f"normalize must be a bool, got {normalize!r}")
+    if not (isinstance(eps, (int, float)) and eps >= 0):
+        raise ValueError(f"eps must be a non-negative number, got {eps!r}")
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    if normalize:
+        s0, z0 = unpack_state(initial_state, ["S", "z"], [(B, H, Dk, Dv), (B, H, Dk)])
+    else:
+        (s0,) = unpack_state(initial_state, ["S"], [(B, H, Dk, Dv)])
+        z0 = None
+    fn = resolve_impl("linear_attention", impl,
+                      {"reference": _linear_attention_reference, "chunk": _linear_attention_chunk},
+                      ["chunk"], q.device)
+    dt = acc_dtype(q.dtype)
+    in_dtype = v.dtype
+    q, k, v = (x.to(dt) for x in (q, k, v))
+    if normalize:
+        # The normaliser z is an extra value column of ones: S' = [S, z], o' = [S^T q, q.z].
+        v = torch.cat([v, v.new_ones(B, T, H, 1)], dim=-1)
+        if s0 is not None or z0 is not None:
+            s0 = s0.to(dt) if s0 is not None else q.new_zeros(B, H, Dk, Dv)
+            z0 = z0.to(dt) if z0 is not None else q.new_zeros(B, H, Dk)
+            s0 = torch.cat([s0, z0[..., None]], dim=-1)
+    elif s0 is not None:
+        s0 = s0.to(dt)
+    o, s = fn(q, k, v, s0, chunk_size) if fn is _linear_attention_chunk else fn(q, k, v, s0)
+    if normalize:
+        o = o[..., :Dv] / (o[..., Dv:] + eps)
+        final = (s[..., :Dv], s[..., Dv]) if output_final_state else None
+    else:
+        final = s if output_final_state else None
+    return o.to(in_dtype), final
+
+
+def _linear_attention_reference(q, k, v, s0):
+    B, T, H, Dk = q.shape
+    S = q.new_zeros(B, H, Dk, v.shape[-1]) if s0 is None else s0
+    outs = []
+    for t in range(T):
+        S = S + k[:, t, :, :, None] * v[:, t, :, None, :]
+        outs.append(torch.einsum("bhk,bhkv->bhv", q[:, t], S))
+    return torch.stack(outs, dim=1), S
+
+
+def _linear_attention_chunk(q, k, v, s0, chunk_size):
+    B, T, H, Dk = q.shape
+    Dv = v.shape[-1]
+    C = min(chunk_size, T)
+    Q, K, V = (to_chunks(x, C) for x in (q, k, v))  # [BH, N, C, D]; padded keys are zero
+    KV = K.transpose(-1, -2) @ V  # [BH, N, Dk, Dv]: what each chunk writes
+    states = KV.cumsum(dim=1) - KV  # exclusive prefix sum: the state entering each chunk
+    if s0 is not None:
+        states = states + s0.reshape(B * H, 1, Dk, Dv)
+    O = Q @ states + (Q @ K.transpose(-1, -2)).tril_() @ V
+    final = (states[:, -1] + KV[:, -1]).reshape(B, H, Dk, Dv)
+    return from_chunks(O, B, H, T), final

@@ -1,0 +1,72 @@
+"""linear_attention: chunkwise path against the step-loop reference, with and without normalisation."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastweights.ops import linear_attention
+
+from .helpers import assert_impls_match, assert_two_halves, gradcheck_op, shape_id
+
+CASES = [(2, T, 2, D) for T in (1, 63, 100) for D in (16, 32, 64)]
+
+
+def make_inputs(B, T, H, Dk, Dv=None, dtype=torch.float32, seed=0, with_state=True):
+    g = torch.Generator().manual_seed(seed)
+    Dv = Dk if Dv is None else Dv
+    x = dict(q=F.elu(torch.randn(B, T, H, Dk, generator=g, dtype=dtype)) + 1,
+             k=(F.elu(torch.randn(B, T, H, Dk, generator=g, dtype=dtype)) + 1) / Dk,
+             v=torch.randn(B, T, H, Dv, generator=g, dtype=dtype))
+    if with_state:
+        x["s0"] = torch.randn(B, H, Dk, Dv, generator=g, dtype=dtype) * 0.1
+        x["z0"] = torch.rand(B, H, Dk, generator=g, dtype=dtype)
+    return {n: t.requires_grad_() for n, t in x.items()}
+
+
+def run(impl, q, k, v, s0=None, z0=None, normalize=False, chunk_size=32, **kw):
+    kw.setdefault("output_final_state", True)
+    state = None if s0 is None else ((s0, z0) if normalize else s0)
+    return linear_attention(q, k, v, normalize=normalize, initial_state=state, impl=impl,
+                            chunk_size=chunk_size, **kw)
+
+
+@pytest.mark.parametrize("B,T,H,D", CASES, ids=[shape_id(B=b, T=t, H=h, D=d) for b, t, h, d in CASES])
+@pytest.mark.parametrize("normalize", [False, True], ids=["plain", "normalized"])
+def test_chunk_matches_reference(B, T, H, D, normalize):
+    x = make_inputs(B, T, H, D)
+    if not normalize:
+        del x["z0"]
+    assert_impls_match(lambda i, **a: run(i, **a, normalize=normalize), x, fast="chunk", atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("normalize", [False, True], ids=["plain", "normalized"])
+@pytest.mark.parametrize("impl", ["reference", "chunk"])
+def test_gradcheck(impl, normalize):
+    x = make_inputs(1, 9, 2, 4, Dv=3, dtype=torch.float64)
+    if not normalize:
+        del x["z0"]
+    gradcheck_op(lambda i, **a: run(i, **a, normalize=normalize, chunk_size=4), impl, x)
+
+
+@pytest.mark.parametrize("normalize", [False, True], ids=["plain", "normalized"])
+def test_two_halves_equal_whole(normalize):
+    x = make_inputs(2, 70, 2, 16, with_state=False)
+    seq = {n: t.detach() for n, t in x.items()}
+    assert_two_halves(lambda i, **a: linear_attention(**a, normalize=normalize, impl=i, chunk_size=16), seq, {},
+                      "chunk", split=33)
+
+
+def test_normalized_equals_explicit_formula():
+    x = {n: t.detach() for n, t in make_inputs(1, 12, 1, 4, with_state=False).items()}
+    o, _ = linear_attention(x["q"], x["k"], x["v"], normalize=True, eps=0.0)
+    scores = (x["q"][:, :, 0] @ x["k"][:, :, 0].transpose(-1, -2)).tril()
+    expect = (scores / scores.sum(-1, keepdim=True)) @ x["v"][:, :, 0]
+    torch.testing.assert_close(o[:, :, 0], expect, atol=1e-5, rtol=1e-5)
+
+
+def test_bad_arguments():
+    q = torch.zeros(1, 3, 1, 4)
+    with pytest.raises(ValueError, match="normalize"):
+        linear_attention(q, q, q, normalize="yes")
+    with pytest.raises(ValueError, match="initial_state"):
+        linear_attention(q, q, q, normalize=True, initial_state=torch.zeros(1, 1, 4, 4))
