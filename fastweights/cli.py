@@ -22,11 +22,115 @@ def _bench_ops(args) -> int:
     env = environment(args.threads)
     title = (f"fast-weight ops, forward+backward, {args.dtype}, {args.threads} threads, "
              f"median of {args.repeats} (torch {env['torch']})")
-    Console().print(render_table(rows, title))
+    out = Console() if sys.stdout.isatty() else Console(width=160)  # no wrapping in logs and pipes
+    out.print(render_table(rows, title))
     if args.json:
         write_json(args.json, rows, env)
         console.log(f"wrote {args.json}")
     return 0
+
+
+_CONFIG_FLAGS = {"d_model": "--d-model", "num_layers": "--layers", "num_heads": "--heads", "head_dim": "--head-dim",
+                 "d_ff": "--d-ff", "vocab_size": "--vocab", "adaptive_softmax": "--adaptive-softmax",
+                 "head": "--head", "num_classes": "--num-classes", "pos_encoding": "--pos-encoding"}
+
+
+def _emit_json(target: str, payload) -> None:
+    import json
+
+    text = json.dumps(payload, indent=2)
+    if target == "-":
+        print(text)
+    else:
+        with open(target, "w") as f:
+            f.write(text + "\n")
+
+
+def _models(args) -> int:
+    from rich.console import Console
+
+    from .models import ConfigError
+    from .models.summary import parameter_counts, render_table
+
+    num_classes = None if args.head == "lm" and args.num_classes is None else (args.num_classes or 10)
+    fields = dict(vocab_size=args.vocab, d_model=args.d_model, num_layers=args.layers, num_heads=args.heads,
+                  head_dim=args.head_dim, d_ff=args.d_ff, head=args.head, num_classes=num_classes,
+                  tie_embeddings=not args.no_tie, adaptive_softmax=args.adaptive_softmax)
+    try:
+        rows = parameter_counts(**fields)
+    except ConfigError as e:
+        flag = _CONFIG_FLAGS.get(e.field)
+        raise ValueError(f"{flag}: {e}" if flag else str(e)) from None
+    if args.json:
+        _emit_json(args.json, {"config": fields, "rows": rows})
+        if args.json == "-":
+            return 0
+    asm = f", adaptive softmax {args.adaptive_softmax}" if args.adaptive_softmax else ""
+    tie = ", untied" if args.no_tie else ", tied" if args.head == "lm" else ""
+    hd = args.head_dim or (args.d_model // args.heads)
+    title = (f"parameters: d_model {args.d_model}, {args.layers} layers, {args.heads} heads x {hd}, "
+             f"FF {args.d_ff or 4 * args.d_model}, vocab {args.vocab:,}, head {args.head}{asm}{tie}")
+    out = Console() if sys.stdout.isatty() else Console(width=160)
+    out.print(title)
+    out.print(render_table(rows, None))
+    return 0
+
+
+def _bench_step(args) -> int:
+    from rich.console import Console
+
+    from .bench.step import render_table, step_benchmark
+
+    console = Console(stderr=True)
+    rows = []
+    for name in args.layer:
+        console.log(f"stepping {name} through {args.tokens} tokens")
+        rows.append(step_benchmark(name, tokens=args.tokens, d_model=args.d_model, num_layers=args.layers,
+                                   num_heads=args.heads, threads=args.threads))
+    if args.json:
+        _emit_json(args.json, {"rows": rows})
+        if args.json == "-":
+            return 0
+    title = (f"one token at a time, no_grad: {args.layers} layers, d_model {args.d_model}, {args.heads} heads, "
+             f"{args.threads} thread(s)")
+    out = Console() if sys.stdout.isatty() else Console(width=160)
+    out.print(title)
+    out.print(render_table(rows, None))
+    return 0
+
+
+def _layer_list(text: str) -> list[str]:
+    from .layers import layer_names
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in layer_names()]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(f"--layer must be comma-separated names from {layer_names()}, got {text!r}")
+    return names
+
+
+def _cutoffs(text: str) -> list[int]:
+    try:
+        cut = [int(c) for c in text.split(",")]
+    except ValueError:
+        cut = None
+    if not cut or any(c < 1 for c in cut) or any(a >= b for a, b in zip(cut, cut[1:])):
+        raise argparse.ArgumentTypeError(f"--adaptive-softmax must be increasing positive integers separated "
+                                         f"by commas, got {text!r}")
+    return cut
+
+
+def _int_at_least(flag: str, low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"{flag} must be an integer >= {low}, got {text!r}")
+        return value
+
+    return parse
 
 
 def _positive_int(flag: str):
@@ -58,6 +162,36 @@ def build_parser() -> argparse.ArgumentParser:
     bops.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     bops.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     bops.set_defaults(func=_bench_ops)
+
+    bstep = bench_sub.add_parser("step", help="RSS and per-token latency of stepping a model one token at a time")
+    bstep.add_argument("--layer", type=_layer_list, default=["deltanet", "transformer"],
+                       help="comma-separated layer names (default: deltanet,transformer)")
+    bstep.add_argument("--tokens", type=_int_at_least("--tokens", 73), default=4096, help="tokens to step through")
+    bstep.add_argument("--d-model", type=_positive_int("--d-model"), default=128)
+    bstep.add_argument("--layers", type=_positive_int("--layers"), default=2)
+    bstep.add_argument("--heads", type=_positive_int("--heads"), default=4)
+    bstep.add_argument("--threads", type=_positive_int("--threads"), default=1, help="torch threads")
+    bstep.add_argument("--json", nargs="?", const="-", metavar="PATH",
+                       help="write the rows as JSON to PATH (bare --json: to stdout, instead of the table)")
+    bstep.set_defaults(func=_bench_step)
+
+    models = sub.add_parser("models", help="every layer name with its model's parameter count at one size")
+    models.add_argument("--d-model", type=_positive_int("--d-model"), default=128)
+    models.add_argument("--layers", type=_positive_int("--layers"), default=2, help="number of blocks")
+    models.add_argument("--heads", type=_positive_int("--heads"), default=4)
+    models.add_argument("--head-dim", type=_positive_int("--head-dim"), default=None,
+                        help="size of one head (default d_model / heads)")
+    models.add_argument("--d-ff", type=_positive_int("--d-ff"), default=None, help="feedforward width (default 4 x d_model)")
+    models.add_argument("--vocab", type=_positive_int("--vocab"), default=1000, help="vocabulary size")
+    models.add_argument("--adaptive-softmax", type=_cutoffs, default=None, metavar="CUTOFFS",
+                        help="adaptive-softmax cutoffs, e.g. 20000,40000,200000 (lm head)")
+    models.add_argument("--head", choices=["lm", "token", "sequence"], default="lm")
+    models.add_argument("--num-classes", type=_positive_int("--num-classes"), default=None,
+                        help="classes of the token/sequence heads (default 10)")
+    models.add_argument("--no-tie", action="store_true", help="untie the lm head's input and output word weights")
+    models.add_argument("--json", nargs="?", const="-", metavar="PATH",
+                        help="write the rows as JSON to PATH (bare --json: to stdout, instead of the table)")
+    models.set_defaults(func=_models)
     return parser
 
 

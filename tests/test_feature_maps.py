@@ -46,8 +46,9 @@ def test_shapes_and_feature_dim(name):
 
 @pytest.mark.parametrize("name", ["elu1-sn", "elu1", "favor", "softmax"])
 def test_positive(name):
-    y = build_feature_map(name, 16, **OPTS.get(name, {}) if name != "favor" else {"seed": 1})(
-        3 * torch.randn(100, 16))
+    # moderate inputs: for |x| >> sqrt(d) the FAVOR+ features legitimately underflow to 0 in float32
+    x = torch.randn(100, 16, generator=torch.Generator().manual_seed(0))
+    y = build_feature_map(name, 16, **({"seed": 1} if name == "favor" else {}))(x)
     assert (y > 0).all()
 
 
@@ -67,6 +68,8 @@ def test_unnormalised_variants():
     torch.testing.assert_close(build_feature_map("dpfp", 4, nu=2, normalize=False)(x), dpfp(x, 2))
     fm = build_feature_map("favor", 4, m=6, seed=0, normalize=False)
     torch.testing.assert_close(fm(x), favor(x, fm.omega))
+    fm_sn = build_feature_map("favor", 4, m=6, seed=0).double()  # computed as a softmax internally
+    torch.testing.assert_close(fm_sn(x.double()), sum_norm(favor(x.double(), fm_sn.omega)))
     torch.testing.assert_close(build_feature_map("elu1", 4)(x), elu1(x))
     torch.testing.assert_close(build_feature_map("elu1-sn", 4)(x), sum_norm(elu1(x)))
     torch.testing.assert_close(elu1_sn(x), sum_norm(elu1(x)))

@@ -1,6 +1,17 @@
-"""Stateless fast-weight recurrences. Each op has a step-loop reference and fast paths (``impl=``)."""
+"""Stateless fast-weight recurrences. Each op has a step-loop reference and fast paths (``impl=``).
 
+Layout: q, k, v ``[B, T, H, D]``, beta ``[B, T, H]``, state matrices ``[B, H, D_k, D_v]``; write then
+read; every op takes ``initial_state=None, output_final_state=False`` and returns ``(o, final_state)``.
+"""
+
+from . import feature_maps
+from .delta_delta import delta_delta
+from .delta_lstm import delta_lstm
+from .delta_mlp import delta_mlp
+from .delta_rnn import delta_rnn
 from .delta_rule import delta_rule
 from .linear_attention import linear_attention
+from .rdn import recurrent_delta_rule
 
-__all__ = ["delta_rule", "linear_attention"]
+__all__ = ["delta_delta", "delta_lstm", "delta_mlp", "delta_rnn", "delta_rule", "feature_maps",
+           "linear_attention", "recurrent_delta_rule"]

@@ -24,7 +24,7 @@ import torch
 from . import _numba
 from ._recurrent_read import delta_lstm_bwd, delta_lstm_fwd
 from ._utils import acc_dtype, check_tensor, resolve_impl, unpack_state
-from .delta_rnn import check_recurrent_inputs
+from .delta_rnn import _check_recurrent_inputs
 from .delta_rule import delta_rule
 
 STATE_NAMES = ("S", "R", "c", "h")
@@ -49,7 +49,7 @@ def delta_lstm(q, k, v, beta, rk, rv, rbeta, *, initial_state=None, output_final
         the tuple ``(S, R, c, h)`` in float32 (float64 for float64 inputs).
     """
     B, T, H, Dk, Dv = _check_gated_qkv(q, k, v, beta)
-    check_recurrent_inputs(rk, rv, rbeta, (B, T, H, NUM_GATES, Dv), "[B, T, H, 3, D_v]", "[B, T, H, 3]")
+    _check_recurrent_inputs(rk, rv, rbeta, (B, T, H, NUM_GATES, Dv), "[B, T, H, 3, D_v]", "[B, T, H, 3]")
     s0, r0, c0, h0 = unpack_state(
         initial_state, STATE_NAMES,
         [(B, H, NUM_GATES, Dk, Dv), (B, H, NUM_GATES, Dv, Dv), (B, H, Dv), (B, H, Dv)])

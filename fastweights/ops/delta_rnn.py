@@ -43,7 +43,7 @@ def delta_rnn(q, k, v, beta, rk, rv, rbeta, *, initial_state=None, output_final_
         ``(S, R, y)`` in float32 (float64 for float64 inputs).
     """
     B, T, H, Dk, Dv = check_qkv(q, k, v, beta)
-    check_recurrent_inputs(rk, rv, rbeta, (B, T, H, Dv), "[B, T, H, D_v]", "[B, T, H]")
+    _check_recurrent_inputs(rk, rv, rbeta, (B, T, H, Dv), "[B, T, H, D_v]", "[B, T, H]")
     s0, r0, y0 = unpack_state(initial_state, STATE_NAMES, [(B, H, Dk, Dv), (B, H, Dv, Dv), (B, H, Dv)])
     fn = resolve_impl("delta_rnn", impl, {"reference": _delta_rnn_reference, "fused": _delta_rnn_fused},
                       ["fused"], q.device)
@@ -56,7 +56,7 @@ def delta_rnn_reference(q, k, v, beta, rk, rv, rbeta, *, initial_state=None, out
                      output_final_state=output_final_state, impl="reference")
 
 
-def check_recurrent_inputs(rk, rv, rbeta, shape, layout, beta_layout):
+def _check_recurrent_inputs(rk, rv, rbeta, shape, layout, beta_layout):
     """Checks rk, rv (``shape``) and rbeta (``shape[:-1]``) of a recurrent fast matrix."""
     shape = tuple(shape)
     for name, x in (("rk", rk), ("rv", rv)):

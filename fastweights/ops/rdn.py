@@ -214,9 +214,10 @@ def _rdn_fwd_kernel(xq, xk, xv, xb, Rq, Rk, Rv, rb, S, y0, y, qs, ks, es, bs, ze
 
 
 @_njit
-def _rdn_bwd_kernel(dy, Rq, Rk, Rv, rb, S, y0, y, qs, ks, es, bs, dS, gy0,
+def _rdn_bwd_kernel(dy, Rq, Rk, Rv, rb, S, hs, qs, ks, es, bs, dS, gy0,
                     dxq, dxk, dxv, dxb, dRq, dRk, dRv, drb, zero, one):
-    """Backward. S [B,H,D,D] holds S_T on entry (it is rebuilt backwards to S_0). dS holds dL/dS_T on
+    """Backward. hs [B,T,H,D] is tanh(y_{t-1}) (the slow net's recurrent input at step t).
+    S [B,H,D,D] holds S_T on entry (it is rebuilt backwards to S_0). dS holds dL/dS_T on
     entry and dL/dS_0 on exit; gy0 [B,H,D] holds dL/dy_T on entry and dL/dy_0 on exit. dRq, dRk, dRv
     [B,H,D,D] and drb [B,H,D] must be zero on entry (per-(b, h) partial sums)."""
     B, T, H, D = dy.shape
@@ -240,7 +241,6 @@ def _rdn_bwd_kernel(dy, Rq, Rk, Rv, rb, S, y0, y, qs, ks, es, bs, dS, gy0,
         dq = np.empty(D, dy.dtype)
         dk = np.empty(D, dy.dtype)
         dv = np.empty(D, dy.dtype)
-        hv = np.empty(D, dy.dtype)
         for t in range(T - 1, -1, -1):
             q = qs[b, hh, t]
             k = ks[b, hh, t]
@@ -296,12 +296,7 @@ def _rdn_bwd_kernel(dy, Rq, Rk, Rv, rb, S, y0, y, qs, ks, es, bs, dS, gy0,
             pb = dbeta * beta * (one - beta)
             dxb[b, t, hh] = pb
             # slow net: pre = x + h R with h = tanh(y_{t-1})
-            if t > 0:
-                for i in range(D):
-                    hv[i] = math.tanh(y[b, t - 1, hh, i])
-            else:
-                for i in range(D):
-                    hv[i] = math.tanh(y0[b, hh, i])
+            hv = hs[b, t, hh]
             for i in range(D):
                 hi = hv[i]
                 drbh[i] += hi * pb
@@ -354,6 +349,7 @@ class _FusedRDN(torch.autograd.Function):
         dS = ST.new_zeros(B, H, D, D) if dST is None else dST.to(dt).clone(memory_format=torch.contiguous_format)
         gy0 = y0.new_zeros(B, H, D) if dyT is None else dyT.to(dt).clone(memory_format=torch.contiguous_format)
         S = ST.clone()
+        hs = torch.tanh(torch.cat([y0[:, None], y[:, :-1]], dim=1))  # vectorised here, not per step
         dxq = y.new_empty(B, T, H, D)
         dxk = y.new_empty(B, T, H, D)
         dxv = y.new_empty(B, T, H, D)
@@ -363,7 +359,7 @@ class _FusedRDN(torch.autograd.Function):
         dRv = y.new_zeros(B, H, D, D)
         drb = y.new_zeros(B, H, D)
         v = _numba.np_view
-        _rdn_bwd_kernel(v(dy), v(Rq), v(Rk), v(Rv), v(rb), S.numpy(), v(y0), v(y), v(qs), v(ks), v(es),
+        _rdn_bwd_kernel(v(dy), v(Rq), v(Rk), v(Rv), v(rb), S.numpy(), hs.numpy(), v(qs), v(ks), v(es),
                         v(bs), dS.numpy(), gy0.numpy(), dxq.numpy(), dxk.numpy(), dxv.numpy(), dxb.numpy(),
                         dRq.numpy(), dRk.numpy(), dRv.numpy(), drb.numpy(), *_scalars(dt))
         need = ctx.needs_input_grad

@@ -1,0 +1,97 @@
+"""The paper's baselines as token mixers: causal softmax attention (``transformer``) and the ``lstm``.
+
+Both follow the mixer interface of :mod:`fastweights.layers.base`::
+
+    y, state = layer(x, state=None)      # x, y: [B, T, d_model]
+
+* ``transformer``: multi-head causal softmax attention through ``F.scaled_dot_product_attention``,
+  with an output projection W_o. Its state is the key/value cache plus a validity mask,
+  ``(k [B, L, H, D], v [B, L, H, D], valid [B, L] bool)``: zeroing a row (``layers.state.reset_state``)
+  marks all its cached entries invalid, which is a fresh start for that row. With ``window=W`` every
+  query attends to itself and the ``W - 1`` tokens before it, and the cache keeps only those ``W - 1``
+  tokens (memory constant in context length); without it the cache grows by one entry per token.
+  The layer adds no positions: the model adds sinusoidal position encodings (``pos_encoding``).
+* ``lstm``: ``torch.nn.LSTM`` with input and hidden size d_model; state ``(h [B, d_model],
+  c [B, d_model])``, zero = fresh start. ``num_heads`` and ``head_dim`` do not apply to it (accepted so
+  that every layer can be built from the same config, then ignored).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .base import check_positive_int, head_dims, register
+
+
+@register("transformer")
+class SoftmaxAttention(nn.Module):
+    """Causal multi-head softmax attention with a key/value cache as its state.
+
+    Options: ``head_dim`` (default d_model // num_heads), ``window`` (None: attend to the whole
+    past; W: to the last W tokens including the current one)."""
+
+    def __init__(self, d_model: int, num_heads: int, head_dim: int | None = None, window: int | None = None):
+        super().__init__()
+        self.d_model, self.num_heads, self.head_dim = head_dims(d_model, num_heads, head_dim)
+        self.window = None if window is None else check_positive_int("window", window)
+        inner = self.num_heads * self.head_dim
+        self.qkv = nn.Linear(d_model, 3 * inner, bias=False)
+        self.out = nn.Linear(inner, d_model, bias=False)
+
+    def extra_repr(self) -> str:
+        return f"heads={self.num_heads}, head_dim={self.head_dim}, window={self.window}"
+
+    def forward(self, x: torch.Tensor, state=None):
+        B, T, _ = x.shape
+        H, D = self.num_heads, self.head_dim
+        q, k, v = self.qkv(x).view(B, T, 3, H, D).unbind(2)  # each [B, T, H, D]
+        if state is None:
+            k_cache = x.new_zeros(B, 0, H, D)
+            v_cache = x.new_zeros(B, 0, H, D)
+            valid = torch.zeros(B, 0, dtype=torch.bool, device=x.device)
+        else:
+            k_cache, v_cache, valid = state
+            k_cache, v_cache = k_cache.to(k.dtype), v_cache.to(v.dtype)
+        L = k_cache.shape[1]
+        keys = torch.cat([k_cache, k], dim=1)  # [B, L + T, H, D]
+        values = torch.cat([v_cache, v], dim=1)
+        valid = torch.cat([valid.to(torch.bool), torch.ones(B, T, dtype=torch.bool, device=x.device)], dim=1)
+
+        q_pos = torch.arange(L, L + T, device=x.device)[:, None]  # [T, 1] positions in the concatenation
+        k_pos = torch.arange(L + T, device=x.device)[None, :]  # [1, L + T]
+        allowed = k_pos <= q_pos
+        if self.window is not None:
+            allowed = allowed & (k_pos > q_pos - self.window)
+        mask = allowed[None, None] & valid[:, None, None, :]  # [B, 1, T, L + T]; each query sees itself
+        o = F.scaled_dot_product_attention(q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2),
+                                           attn_mask=mask)  # [B, H, T, D]
+        y = self.out(o.transpose(1, 2).reshape(B, T, H * D))
+
+        if self.window is not None and keys.shape[1] > self.window - 1:
+            start = keys.shape[1] - (self.window - 1)
+            keys, values, valid = keys[:, start:].clone(), values[:, start:].clone(), valid[:, start:].clone()
+        return y, (keys, values, valid)
+
+
+@register("lstm")
+class LSTMLayer(nn.Module):
+    """``torch.nn.LSTM`` (d_model -> d_model) as a mixer; state ``(h, c)``, each ``[B, d_model]``."""
+
+    def __init__(self, d_model: int, num_heads: int, head_dim: int | None = None):
+        super().__init__()
+        check_positive_int("d_model", d_model)
+        check_positive_int("num_heads", num_heads)  # not used: validated for a uniform interface
+        if head_dim is not None:
+            check_positive_int("head_dim", head_dim)
+        self.d_model = d_model
+        self.lstm = nn.LSTM(d_model, d_model, batch_first=True)
+
+    def forward(self, x: torch.Tensor, state=None):
+        hx = None
+        if state is not None:
+            h, c = state
+            hx = (h.to(x.dtype).unsqueeze(0).contiguous(), c.to(x.dtype).unsqueeze(0).contiguous())
+        y, (h, c) = self.lstm(x, hx)
+        return y, (h.squeeze(0), c.squeeze(0))

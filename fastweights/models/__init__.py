@@ -1,0 +1,11 @@
+"""Models: a validated config, the pre-LN block stack and the task heads.
+
+``build_model(layer="deltanet", vocab_size=..., head="lm", ...)`` or ``FWPModel(ModelConfig(...))``;
+``model(ids, state=None, done=None, lengths=None) -> (output, new_state)``. See MODELS.md.
+"""
+
+from .config import HEADS, POS_ENCODINGS, ConfigError, ModelConfig
+from .model import Block, FWPModel, build_model, count_parameters, last_valid, sinusoidal_positions
+
+__all__ = ["HEADS", "POS_ENCODINGS", "ConfigError", "ModelConfig", "Block", "FWPModel", "build_model",
+           "count_parameters", "last_valid", "sinusoidal_positions"]

@@ -1,0 +1,294 @@
+"""The model: embedding -> pre-LN blocks (mixer + ReLU feedforward) -> final LN -> head.
+
+Read top to bottom: positions, the block, the embedding/LM-head pair (plain or adaptive softmax, tied or
+not), then :class:`FWPModel` with its heads, state handling and generation.
+
+State of a model: ``{"pos": [B] long (tokens seen per row), "layers": (state of block 0, ...)}``.
+Every tensor has the batch first and a zero row is a fresh start, so ``done`` masks and
+``layers.state.reset_state`` work on it directly, and ``detach_state`` cuts it for truncated BPTT.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..layers import build_layer
+from ..layers.state import detach_state, reset_state
+from .config import ModelConfig
+
+
+def sinusoidal_positions(pos: torch.Tensor, d_model: int, dtype: torch.dtype) -> torch.Tensor:
+    """``pos`` [B, T] (int) -> [B, T, d_model]: sin on the first half of the features, cos on the second."""
+    half = (d_model + 1) // 2
+    inv_freq = torch.exp(torch.arange(half, device=pos.device, dtype=torch.float64) * (-math.log(10000.0) / half))
+    angles = pos.to(torch.float64)[..., None] * inv_freq  # [B, T, half]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)[..., :d_model].to(dtype)
+
+
+class Block(nn.Module):
+    """``x + Dropout(mixer(LN(x)))``, then ``x + Dropout(FF(LN(x)))`` with ``FF = W2 ReLU(W1 ·)``."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        options = dict(cfg.layer_options)
+        if cfg.head_dim is not None:
+            options["head_dim"] = cfg.head_dim
+        self.norm1 = nn.LayerNorm(cfg.d_model)
+        self.mixer = build_layer(cfg.layer, d_model=cfg.d_model, num_heads=cfg.num_heads, **options)
+        self.norm2 = nn.LayerNorm(cfg.d_model)
+        self.ff = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.ReLU(), nn.Linear(cfg.d_ff, cfg.d_model))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, state=None):
+        y, state = self.mixer(self.norm1(x), state)  # [B, T, d_model]
+        x = x + self.drop(y)
+        x = x + self.drop(self.ff(self.norm2(x)))
+        return x, state
+
+
+class WordEmbedding(nn.Module):
+    """Token ids -> vectors of size d_model, scaled by sqrt(d_model).
+
+    Word weights are initialised N(0, 1/d_model), so the scaled input embedding has unit-size entries
+    and, tied, the output logits start at unit scale.
+
+    * Plain: an ``nn.Embedding``; tied, the LM head's linear layer uses its weight.
+    * Adaptive softmax, tied (``asm`` given): no weight of its own. Word w in the shortlist
+      ``[0, c0)`` takes row w of ``asm.head.weight`` (the rows after the shortlist are the cluster logits
+      and are no word's embedding); word w in tail cluster i ``[c_i, c_{i+1})`` takes row ``w - c_i`` of
+      ``asm.tail[i][1].weight``, that cluster's output layer. With div_value 1 all of these rows have
+      size d_model. The tail's input projection ``asm.tail[i][0]`` (d_model x d_model) stays untied.
+    """
+
+    def __init__(self, vocab_size: int, d_model: int, asm: nn.AdaptiveLogSoftmaxWithLoss | None = None):
+        super().__init__()
+        self.vocab_size, self.d_model, self.scale = vocab_size, d_model, math.sqrt(d_model)
+        self.asm = [asm]  # a list, so the shared module is not registered twice
+        if asm is None:
+            self.weight = nn.Parameter(torch.randn(vocab_size, d_model) * d_model ** -0.5)
+
+    def clusters(self):
+        """(first id, end id, weight whose row r is the embedding of word first + r) per cluster."""
+        asm = self.asm[0]
+        if asm is None:
+            return [(0, self.vocab_size, self.weight)]
+        bounds = asm.cutoffs  # [c0, c1, ..., vocab_size]
+        out = [(0, bounds[0], asm.head.weight)]
+        for i in range(asm.n_clusters):
+            out.append((bounds[i], bounds[i + 1], asm.tail[i][1].weight))
+        return out
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        clusters = self.clusters()
+        if len(clusters) == 1:
+            return F.embedding(ids, clusters[0][2]) * self.scale
+        weight = clusters[0][2]
+        emb = weight.new_zeros(*ids.shape, self.d_model)
+        for lo, hi, w in clusters:
+            m = (ids >= lo) & (ids < hi)
+            if m.any():
+                emb = emb.index_put((m,), F.embedding(ids[m] - lo, w))
+        return emb * self.scale
+
+
+class FWPModel(nn.Module):
+    """``model(ids, state=None, done=None, lengths=None) -> (output, new_state)``.
+
+    ids: ``[B, T]`` long token ids, or ``[B, T, d_model]`` float vectors (skips the embedding, e.g. as an
+    RL core on encoder features). ``done`` ([B] bool) resets those rows' state before this step;
+    ``lengths`` ([B]) gives each row's number of valid tokens for the sequence head (right padding).
+
+    output by head:
+      * ``token``: logits ``[B, T, num_classes]``.
+      * ``sequence``: logits ``[B, num_classes]`` from each row's last valid token.
+      * ``lm``: logits ``[B, T, vocab]``; with adaptive softmax, full log-probabilities ``[B, T, vocab]``
+        (use :meth:`lm_loss` to train: it never builds the full distribution).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        d, V = cfg.d_model, cfg.vocab_size
+        self.asm = None
+        self.lm_head = None
+        self.classifier = None
+        if cfg.head == "lm" and cfg.adaptive_softmax is not None:
+            self.asm = nn.AdaptiveLogSoftmaxWithLoss(d, V, cutoffs=cfg.adaptive_softmax, div_value=1.0)
+            with torch.no_grad():
+                for _, _, w in WordEmbedding(V, d, self.asm).clusters():
+                    w.normal_(0.0, d ** -0.5)
+        tie_asm = self.asm if (self.asm is not None and cfg.tie_embeddings) else None
+        self.embed = WordEmbedding(V, d, tie_asm)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.norm = nn.LayerNorm(d)
+        if cfg.head == "lm" and self.asm is None:
+            self.lm_head = nn.Linear(d, V, bias=False)
+            if cfg.tie_embeddings:
+                self.lm_head.weight = self.embed.weight
+            else:
+                nn.init.normal_(self.lm_head.weight, 0.0, d ** -0.5)
+        elif cfg.head in ("token", "sequence"):
+            self.classifier = nn.Linear(d, cfg.num_classes)
+
+    # ---- state -------------------------------------------------------------------------------------
+    @staticmethod
+    def detach_state(state):
+        """Values carry over, gradients do not (truncated BPTT between segments)."""
+        return detach_state(state)
+
+    @staticmethod
+    def reset_state(state, done):
+        """Zeroes the rows of ``state`` where ``done`` is true: those sequences start afresh."""
+        return reset_state(state, done)
+
+    # ---- trunk -------------------------------------------------------------------------------------
+    def hidden(self, ids: torch.Tensor, state=None, done=None):
+        """Runs the trunk: ``-> (features [B, T, d_model] after the final LN, new_state)``."""
+        if state is not None and done is not None:
+            state = reset_state(state, done)
+        if ids.is_floating_point():
+            if ids.dim() != 3 or ids.shape[-1] != self.cfg.d_model:
+                raise ValueError(f"float inputs must be [B, T, d_model={self.cfg.d_model}], "
+                                 f"got shape {tuple(ids.shape)}")
+            x = ids
+        else:
+            if ids.dim() != 2:
+                raise ValueError(f"ids must be [B, T] token ids, got shape {tuple(ids.shape)}")
+            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.cfg.vocab_size):
+                raise ValueError(f"ids must lie in [0, vocab_size={self.cfg.vocab_size}), "
+                                 f"got range [{int(ids.min())}, {int(ids.max())}]")
+            x = self.embed(ids)  # [B, T, d_model]
+        B, T = x.shape[:2]
+        if state is None:
+            pos = torch.zeros(B, dtype=torch.long, device=x.device)
+            layer_states = [None] * len(self.blocks)
+        else:
+            pos, layer_states = state["pos"], list(state["layers"])
+        if self.cfg.pos_encoding == "sinusoidal":
+            x = x + sinusoidal_positions(pos[:, None] + torch.arange(T, device=x.device), self.cfg.d_model, x.dtype)
+        x = self.drop(x)
+        new_states = []
+        for block, s in zip(self.blocks, layer_states):
+            x, s = block(x, s)
+            new_states.append(s)
+        return self.norm(x), {"pos": pos + T, "layers": tuple(new_states)}
+
+    def forward(self, ids: torch.Tensor, state=None, done=None, lengths=None):
+        h, state = self.hidden(ids, state, done)
+        head = self.cfg.head
+        if head == "token":
+            return self.classifier(h), state
+        if head == "sequence":
+            return self.classifier(last_valid(h, lengths)), state
+        return self._word_scores(h), state
+
+    # ---- language model ----------------------------------------------------------------------------
+    def _word_scores(self, h: torch.Tensor) -> torch.Tensor:
+        """[..., d_model] -> [..., vocab]: logits (plain) or log-probabilities (adaptive softmax)."""
+        if self.asm is None:
+            return self.lm_head(h)
+        flat = self.asm.log_prob(h.reshape(-1, h.shape[-1]))
+        return flat.view(*h.shape[:-1], -1)
+
+    def _require_lm(self):
+        if self.cfg.head != "lm":
+            raise ValueError(f"this needs head 'lm', the model has head {self.cfg.head!r}")
+
+    def log_prob(self, ids: torch.Tensor, state=None, done=None):
+        """Full next-word log-probabilities ``[B, T, vocab]`` and the new state."""
+        self._require_lm()
+        h, state = self.hidden(ids, state, done)
+        return F.log_softmax(self._word_scores(h), dim=-1) if self.asm is None else self._word_scores(h), state
+
+    def lm_loss(self, ids: torch.Tensor, targets: torch.Tensor, state=None, done=None,
+                reduction: str = "mean", ignore_index: int = -100):
+        """Next-word negative log-likelihood (nats) of ``targets`` [B, T] given ``ids`` [B, T].
+
+        Targets equal to ``ignore_index`` are skipped. ``reduction``: "mean" (over counted targets),
+        "sum", or "none" ([B, T], zero where ignored). Returns ``(loss, new_state)``. With adaptive
+        softmax only the needed clusters are evaluated."""
+        self._require_lm()
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        h, state = self.hidden(ids, state, done)
+        if targets.shape != h.shape[:2]:
+            raise ValueError(f"targets must have shape {tuple(h.shape[:2])}, got {tuple(targets.shape)}")
+        keep = targets != ignore_index
+        nll = h.new_zeros(targets.shape)
+        if keep.any():
+            if self.asm is None:
+                nll_keep = F.cross_entropy(self.lm_head(h[keep]), targets[keep], reduction="none")
+            else:
+                nll_keep = -self.asm(h[keep], targets[keep]).output
+            nll = nll.index_put((keep,), nll_keep)
+        if reduction == "none":
+            return nll, state
+        if reduction == "sum":
+            return nll.sum(), state
+        return nll.sum() / keep.sum().clamp_min(1), state
+
+    @torch.no_grad()
+    def generate(self, prompt_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None, state=None):
+        """Samples ``max_new_tokens`` words after ``prompt_ids`` [B, T0]; returns ``[B, T0 + max_new_tokens]``.
+
+        The prompt is fed once, then one token at a time carrying the state, so memory is constant in
+        the context length for the FWP models (the transformer's cache grows unless it has a window).
+        ``top_k=1`` is greedy decoding. Runs in eval mode (no dropout), restoring the previous mode."""
+        self._require_lm()
+        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
+        if not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+        if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+            raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+        was_training = self.training
+        self.eval()
+        try:
+            out = [prompt_ids]
+            h, state = self.hidden(prompt_ids, state)
+            for i in range(max_new_tokens):
+                scores = self._word_scores(h[:, -1]).float() / temperature  # [B, vocab]
+                if top_k is not None and top_k < scores.shape[-1]:
+                    kth = torch.topk(scores, top_k, dim=-1).values[:, -1:]
+                    scores = scores.masked_fill(scores < kth, float("-inf"))
+                probs = F.softmax(scores, dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=generator)  # [B, 1]
+                out.append(nxt)
+                if i + 1 < max_new_tokens:
+                    h, state = self.hidden(nxt, state)
+            return torch.cat(out, dim=1)
+        finally:
+            self.train(was_training)
+
+
+def last_valid(h: torch.Tensor, lengths=None) -> torch.Tensor:
+    """[B, T, d] -> [B, d]: each row's last valid token (position lengths - 1; the last when None)."""
+    B, T = h.shape[:2]
+    if lengths is None:
+        return h[:, -1]
+    lengths = torch.as_tensor(lengths, device=h.device)
+    if lengths.shape != (B,) or lengths.is_floating_point():
+        raise ValueError(f"lengths must be a [B={B}] int tensor, got {tuple(lengths.shape)} {lengths.dtype}")
+    if int(lengths.min()) < 1 or int(lengths.max()) > T:
+        raise ValueError(f"lengths must lie in [1, T={T}], got range [{int(lengths.min())}, {int(lengths.max())}]")
+    return h[torch.arange(B, device=h.device), lengths.long() - 1]
+
+
+def build_model(cfg: ModelConfig | None = None, **fields) -> FWPModel:
+    """``build_model(layer="deltanet", vocab_size=1000, ...)`` or ``build_model(ModelConfig(...))``."""
+    if cfg is None:
+        cfg = ModelConfig(**fields)
+    elif fields:
+        raise ValueError("pass a ModelConfig or fields, not both")
+    return FWPModel(cfg)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Parameters counted once each (tied weights count once)."""
+    return sum(p.numel() for p in model.parameters())

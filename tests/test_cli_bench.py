@@ -1,0 +1,42 @@
+"""End-to-end: the real ``fastweights bench ops`` command on tiny shapes."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+CMD = [sys.executable, "-m", "fastweights.cli", "bench", "ops"]
+
+
+def test_bench_ops_writes_table_and_json(tmp_path):
+    out = tmp_path / "bench.json"
+    r = subprocess.run(CMD + ["--ops", "linear_attention,delta_rule", "--shapes", "2x2x20x8;1x2x33x4",
+                              "--repeats", "2", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "delta_rule" in r.stdout and "sdpa" in r.stdout
+    data = json.loads(out.read_text())
+    rows = data["rows"]
+    assert data["environment"]["threads"] == 2
+    # softmax attention (reference + sdpa) and two impls of each requested op, at both shapes
+    assert {(r["op"], r["impl"]) for r in rows} == {
+        ("softmax_attention", "reference"), ("softmax_attention", "sdpa"), ("linear_attention", "reference"),
+        ("linear_attention", "chunk"), ("delta_rule", "reference"), ("delta_rule", "chunk")}
+    assert len(rows) == 12
+    for row in rows:
+        assert row["ms"] > 0 and row["tokens_per_s"] > 0 and row["peak_mb"] > 0
+        assert row["speedup_vs_reference"] > 0 and row["ratio_to_sdpa"] > 0
+        if row["impl"] == "reference":
+            assert row["speedup_vs_reference"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--shapes", "8x8x512"], "--shapes"),
+    (["--ops", "nope"], "--ops"),
+    (["--repeats", "0"], "--repeats"),
+])
+def test_bench_ops_bad_flags_give_one_line_errors(args, needle):
+    r = subprocess.run(CMD + args, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert needle in last and "Traceback" not in r.stderr

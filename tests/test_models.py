@@ -1,0 +1,204 @@
+"""Models: config validation, heads, state carry/reset/detach for every layer, tied adaptive softmax,
+generation."""
+
+import os
+
+import pytest
+import torch
+
+from fastweights.layers import layer_names
+from fastweights.models import ConfigError, ModelConfig, build_model, count_parameters
+
+V, D, L, H = 23, 16, 2, 2
+B, T = 3, 11
+TINY = dict(vocab_size=V, d_model=D, num_layers=L, num_heads=H)
+
+
+def model_for(layer, seed=0, **fields):
+    torch.manual_seed(seed)
+    return build_model(**{**TINY, "layer": layer, **fields}).double().eval()
+
+
+def ids_for(seed=1, b=B, t=T, v=V):
+    return torch.randint(0, v, (b, t), generator=torch.Generator().manual_seed(seed))
+
+
+# ---- config ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("field,value", [
+    ("layer", "nope"), ("vocab_size", 0), ("d_model", -1), ("num_layers", 2.5), ("num_heads", 3),
+    ("head_dim", 0), ("d_ff", 0), ("dropout", 1.0), ("head", "regression"), ("num_classes", 5),
+    ("tie_embeddings", "yes"), ("adaptive_softmax", [10, 5]), ("adaptive_softmax", [5, V]),
+    ("pos_encoding", "rotary"), ("layer_options", {"windoww": 3}),
+])
+def test_config_bad_value_names_field_and_value(field, value):
+    with pytest.raises(ValueError) as e:
+        ModelConfig(**{**TINY, "layer": "transformer", field: value})
+    assert isinstance(e.value, ConfigError) and e.value.field == field
+    assert field in str(e.value) and repr(value).strip("[]") in str(e.value)
+
+
+def test_config_defaults():
+    cfg = ModelConfig(**TINY, layer="transformer")
+    assert cfg.d_ff == 4 * D and cfg.pos_encoding == "sinusoidal"
+    assert ModelConfig(**TINY, layer="deltanet").pos_encoding == "none"
+    with pytest.raises(ConfigError, match="num_classes"):
+        ModelConfig(**TINY, head="token")
+    with pytest.raises(ConfigError, match="adaptive_softmax"):
+        ModelConfig(**TINY, head="sequence", num_classes=3, adaptive_softmax=[5])
+
+
+# ---- heads ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("head,asm", [("token", None), ("sequence", None), ("lm", None), ("lm", [5, 12])],
+                         ids=["token", "sequence", "lm", "lm-adaptive"])
+def test_head_output_shapes(head, asm):
+    m = model_for("deltanet", head=head, num_classes=None if head == "lm" else 7, adaptive_softmax=asm)
+    out, state = m(ids_for())
+    expected = {"token": (B, T, 7), "sequence": (B, 7), "lm": (B, T, V)}[head]
+    assert out.shape == expected
+    assert state["pos"].tolist() == [T] * B and len(state["layers"]) == L
+    if asm is not None:  # log-probabilities over the whole vocabulary
+        torch.testing.assert_close(out.exp().sum(-1), torch.ones(B, T, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("layer", ["deltanet", "transformer"])
+def test_sequence_head_picks_last_valid_token(layer):
+    m = model_for(layer, head="sequence", num_classes=5)
+    ids = ids_for()
+    lengths = torch.tensor([T, 4, 7])
+    padded = ids.clone()
+    padded[1, 4:] = 0
+    padded[2, 7:] = V - 1
+    out, _ = m(padded, lengths=lengths)
+    for b, n in enumerate(lengths.tolist()):
+        alone, _ = m(ids[b:b + 1, :n])
+        torch.testing.assert_close(out[b:b + 1], alone)
+    with pytest.raises(ValueError, match="lengths"):
+        m(ids, lengths=torch.tensor([0, 1, 2]))
+
+
+def test_adaptive_softmax_tied_embeddings_share_storage():
+    torch.manual_seed(0)
+    m = build_model(**TINY, layer="lt", adaptive_softmax=[5, 12], tie_embeddings=True)
+    asm = m.asm
+    words = [(0, 5, asm.head.weight), (5, 12, asm.tail[0][1].weight), (12, V, asm.tail[1][1].weight)]
+    ids = torch.arange(V)[None]
+    emb = m.embed(ids)[0] / m.embed.scale
+    for lo, hi, w in words:
+        assert w.shape[1] == D
+        torch.testing.assert_close(emb[lo:hi], w[:hi - lo])
+    assert "weight" not in dict(m.embed.named_parameters())  # no table of its own
+    before = [w.detach().clone() for _, _, w in words]
+    opt = torch.optim.SGD(m.parameters(), lr=0.5)
+    loss, _ = m.lm_loss(ids_for(), ids_for(2))
+    loss.backward()
+    opt.step()
+    for (lo, hi, w), old in zip(words, before):
+        assert not torch.equal(w[:hi - lo], old[:hi - lo])  # the output weights moved...
+        torch.testing.assert_close(m.embed(torch.arange(lo, hi)[None])[0] / m.embed.scale, w[:hi - lo].detach())
+    untied = build_model(**TINY, layer="lt", adaptive_softmax=[5, 12], tie_embeddings=False)
+    assert count_parameters(untied) == count_parameters(m) + V * D
+
+
+def test_plain_lm_tied_and_loss_matches_cross_entropy():
+    m = model_for("deltanet")
+    assert m.lm_head.weight is m.embed.weight
+    ids, tgt = ids_for(), ids_for(2)
+    tgt[0, :3] = -100
+    logits, _ = m(ids)
+    loss, _ = m.lm_loss(ids, tgt)
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits.reshape(-1, V), tgt.reshape(-1)))
+    ma = model_for("deltanet", adaptive_softmax=[5, 12])
+    lp, _ = ma.log_prob(ids)
+    nll, _ = ma.lm_loss(ids, tgt, reduction="none")
+    keep = tgt != -100
+    torch.testing.assert_close(nll[keep], -lp[keep].gather(-1, tgt[keep][:, None])[:, 0])
+    assert (nll[~keep] == 0).all()
+
+
+# ---- state: every registered layer -------------------------------------------------------------------
+@pytest.mark.parametrize("layer", layer_names())
+def test_state_carry_equals_whole_sequence(layer):
+    m = model_for(layer)
+    ids = ids_for()
+    whole, s_whole = m(ids)
+    state, outs = None, []
+    for t in range(T):
+        o, state = m(ids[:, t:t + 1], state)
+        outs.append(o)
+    torch.testing.assert_close(torch.cat(outs, 1), whole, rtol=1e-5, atol=1e-9)
+    o1, s1 = m(ids[:, :5])
+    o2, s2 = m(ids[:, 5:], s1)
+    torch.testing.assert_close(torch.cat([o1, o2], 1), whole, rtol=1e-5, atol=1e-9)
+    assert torch.equal(s2["pos"], s_whole["pos"])
+
+
+@pytest.mark.parametrize("layer", layer_names())
+def test_done_resets_rows_to_a_fresh_start(layer):
+    m = model_for(layer)
+    _, state = m(ids_for(1))
+    x2 = ids_for(2, t=6)
+    done = torch.tensor([False, True, True])
+    out, new = m(x2, state, done=done)
+    fresh, _ = m(x2)
+    carried, _ = m(x2, state)
+    torch.testing.assert_close(out[done], fresh[done], rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(out[~done], carried[~done], rtol=1e-5, atol=1e-9)
+    assert new["pos"].tolist() == [T + 6, 6, 6]
+
+
+@pytest.mark.parametrize("layer", ["deltanet", "delta-rnn", "transformer", "lstm"])
+def test_gradient_through_state_within_segment_none_across_detach(layer):
+    m = model_for(layer)
+    x1 = torch.randn(2, 5, D, dtype=torch.float64, requires_grad=True)  # float inputs skip the embedding
+    x2 = torch.randn(2, 4, D, dtype=torch.float64)
+    _, state = m(x1)
+    out, _ = m(x2, state)
+    (g,) = torch.autograd.grad(out.sum(), x1, allow_unused=True)
+    assert g is not None and g.abs().sum() > 0
+    _, state = m(x1)
+    out, _ = m(x2, m.detach_state(state))
+    (g,) = torch.autograd.grad(out.sum(), x1, allow_unused=True)
+    assert g is None
+    # the parameters still get gradients in the second segment
+    assert torch.autograd.grad(out.sum(), m.blocks[0].mixer.parameters().__next__())[0] is not None
+
+
+# ---- generation -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("layer,asm", [("deltanet", None), ("transformer", None), ("rdn", [5, 12])],
+                         ids=["deltanet", "transformer", "rdn-adaptive"])
+def test_generate_shape_determinism_and_greedy(layer, asm):
+    m = model_for(layer, adaptive_softmax=asm)
+    prompt = ids_for(t=4)[:2]
+    a = m.generate(prompt, 6, generator=torch.Generator().manual_seed(3))
+    b = m.generate(prompt, 6, generator=torch.Generator().manual_seed(3))
+    assert a.shape == (2, 10) and torch.equal(a, b) and torch.equal(a[:, :4], prompt)
+    torch.manual_seed(5)
+    c = m.generate(prompt, 6, temperature=0.7)
+    torch.manual_seed(5)
+    assert torch.equal(c, m.generate(prompt, 6, temperature=0.7))
+    greedy = m.generate(prompt, 6, top_k=1)
+    seq = prompt  # reference: recompute the whole sequence each step and take the argmax
+    for _ in range(6):
+        out, _ = m(seq)
+        seq = torch.cat([seq, out[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(greedy, seq)
+    with pytest.raises(ValueError, match="top_k"):
+        m.generate(prompt, 2, top_k=0)
+
+
+def test_generate_state_is_constant_size_for_fwp():
+    m = model_for("deltanet")
+    _, s_short = m(ids_for(t=3))
+    _, s_long = m(ids_for(t=40))
+    shapes = lambda s: [t.shape for layer in s["layers"] for t in layer]  # noqa: E731
+    assert shapes(s_short) == shapes(s_long)
+
+
+
+# ---- floor: constant memory when stepping an FWP ------------------------------------------------------
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc to read the RSS")
+def test_floor_deltanet_stepping_keeps_rss_flat():
+    from fastweights.bench.step import step_benchmark
+
+    r = step_benchmark("deltanet", tokens=1200)  # 2 layers, d_model 128, 4 heads, one token at a time
+    assert r["rss_growth_mb"] < 5.0, r
