@@ -73,6 +73,22 @@ def _make_rdn(B, H, T, D, dtype, gen):
                  Rv=_randn(gen, dtype, H, D, D, scale=D ** -0.5), rbeta=_randn(gen, dtype, H, D, scale=D ** -0.5))
 
 
+def _make_delta_mlp(B, H, T, D, dtype, gen, hidden_mult=4):
+    """One block (K=1), hidden width 4*D as in the layer's default."""
+    hid = hidden_mult * D
+    k1 = F.softmax(_randn(gen, dtype, B, T, H, D), -1)
+    k2 = F.softmax(_randn(gen, dtype, B, T, H, hid), -1)
+    return _leaf(q=_randn(gen, dtype, B, T, H, D), k1=k1, v1=_randn(gen, dtype, B, T, H, hid),
+                 b1=torch.sigmoid(_randn(gen, dtype, B, T, H)), k2=k2, v2=_randn(gen, dtype, B, T, H, D),
+                 b2=torch.sigmoid(_randn(gen, dtype, B, T, H)))
+
+
+def _make_delta_delta(B, H, T, D, dtype, gen):
+    x = _qkv_beta(B, H, T, D, dtype, gen)
+    x["v"] = _randn(gen, dtype, B, T, H, 3 * D + 1)
+    return _leaf(**x)
+
+
 def _make_sdpa(B, H, T, D, dtype, gen):
     return _leaf(q=_randn(gen, dtype, B, H, T, D), k=_randn(gen, dtype, B, H, T, D), v=_randn(gen, dtype, B, H, T, D))
 
@@ -91,6 +107,11 @@ OP_SPECS: dict[str, OpSpec] = {
     "linear_attention": OpSpec(_make_linear, lambda impl, x: ops.linear_attention(**x, impl=impl)[0],
                                ("reference", "chunk")),
     "delta_rule": OpSpec(_make_delta, lambda impl, x: ops.delta_rule(**x, impl=impl)[0], ("reference", "chunk")),
+    "delta_mlp": OpSpec(_make_delta_mlp,
+                        lambda impl, x: ops.delta_mlp(x["q"], [x["k1"], x["k2"]], [x["v1"], x["v2"]],
+                                                      [x["b1"], x["b2"]], impl=impl)[0], ("reference", "chunk")),
+    "delta_delta": OpSpec(_make_delta_delta, lambda impl, x: ops.delta_delta(**x, impl=impl)[0],
+                          ("reference", "chunk")),
     "delta_rnn": OpSpec(_make_recurrent_read, lambda impl, x: ops.delta_rnn(**x, impl=impl)[0],
                         ("reference", "fused")),
     "delta_lstm": OpSpec(lambda *a: _make_recurrent_read(*a, gates=3),

@@ -62,6 +62,7 @@ def delta_rule_reference(q, k, v, beta, *, initial_state=None, output_final_stat
 def _delta_rule_reference(q, k, v, beta, s0, output_final_state):
     B, T, H, Dk = q.shape
     Dv = v.shape[-1]
+    in_dtype = v.dtype
     dt = acc_dtype(q.dtype)
     q, k, v, beta = (x.to(dt) for x in (q, k, v, beta))
     S = q.new_zeros(B, H, Dk, Dv) if s0 is None else s0.to(dt)
@@ -73,7 +74,7 @@ def _delta_rule_reference(q, k, v, beta, s0, output_final_state):
         S = S + kt[..., :, None] * u[..., None, :]
         outs.append(torch.einsum("bhk,bhkv->bhv", q[:, t], S))
     o = torch.stack(outs, dim=1)
-    return o.to(v.dtype if v.dtype == dt else o.dtype), (S if output_final_state else None)
+    return o.to(in_dtype), (S if output_final_state else None)
 
 
 def _delta_rule_chunk(q, k, v, beta, s0, output_final_state, chunk_size):
