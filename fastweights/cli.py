@@ -146,6 +146,59 @@ def _positive_int(flag: str):
     return parse
 
 
+def _data(args) -> int:
+    import time
+
+    from rich.console import Console
+
+    from .tasks import make_splits, write_splits
+
+    opts = {"num_vars": args.vars, "length": args.length} if args.task == "code-exec" else \
+        {"depth": args.depth, "ops": args.ops}
+    start = time.perf_counter()
+    splits = make_splits(args.task, sizes=args.sizes, seed=args.seed, **opts)
+    try:
+        write_splits(args.out, splits)
+    except OSError as e:
+        raise ValueError(f"--out: cannot write to {args.out}: {e.strerror or e}") from None
+    sizes = "/".join(str(len(splits[s])) for s in ("train", "valid", "test"))
+    Console(stderr=True).log(f"wrote {args.task} train/valid/test {sizes} to {args.out} "
+                             f"in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _sizes(text: str) -> tuple[int, int, int]:
+    try:
+        sizes = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        sizes = ()
+    if len(sizes) != 3 or any(s < 0 for s in sizes) or sum(sizes) == 0:
+        raise argparse.ArgumentTypeError(f"--sizes must be three non-negative integers TRAIN,VALID,TEST, got {text!r}")
+    return sizes
+
+
+def _listops_ops(text: str) -> list[str]:
+    from .tasks.listops import ALL_OPS
+
+    ops = [o.strip().upper() for o in text.split(",") if o.strip()]
+    if not ops or any(o not in ALL_OPS for o in ops) or len(set(ops)) != len(ops):
+        raise argparse.ArgumentTypeError(f"--ops must be distinct comma-separated names from {','.join(ALL_OPS)}, "
+                                         f"got {text!r}")
+    return ops
+
+
+def _depth(text: str) -> int:
+    from .tasks.listops import MAX_DEPTH
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 1 <= value <= MAX_DEPTH:
+        raise argparse.ArgumentTypeError(f"--depth must be an integer in 1..{MAX_DEPTH}, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastweights", description="Fast Weight Programmers for PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -192,6 +245,25 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", nargs="?", const="-", metavar="PATH",
                         help="write the rows as JSON to PATH (bare --json: to stdout, instead of the table)")
     models.set_defaults(func=_models)
+
+    data = sub.add_parser("data", help="generate train/valid/test splits of an algorithmic task as text files")
+    data_sub = data.add_subparsers(dest="task", required=True)
+    for name, help_ in (("code-exec", "code execution programs (src<TAB>tgt per line)"),
+                        ("listops", "sequential ListOps at an exact depth (tokens<TAB>label per line)")):
+        d = data_sub.add_parser(name, help=help_)
+        d.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
+        d.add_argument("--seed", type=_int_at_least("--seed", 0), default=0)
+        d.add_argument("--sizes", type=_sizes, default=(10000, 1000, 1000), metavar="TRAIN,VALID,TEST",
+                       help="examples per split (default 10000,1000,1000)")
+        if name == "code-exec":
+            d.add_argument("--vars", type=int, choices=[3, 5], default=5, help="number of variables (default 5)")
+            d.add_argument("--length", type=_int_at_least("--length", 2), default=100,
+                           help="statements per program (default 100)")
+        else:
+            d.add_argument("--depth", type=_depth, default=10, help="exact maximum bracket nesting (default 10)")
+            d.add_argument("--ops", type=_listops_ops, default=["MIN", "MAX", "FIRST"],
+                           help="comma-separated operators from MIN,MAX,FIRST,MED,SM (default MIN,MAX,FIRST)")
+        d.set_defaults(func=_data)
     return parser
 
 
