@@ -10,7 +10,8 @@ def _bench_ops(args) -> int:
     import torch
     from rich.console import Console
 
-    from .bench.ops import DEFAULT_SHAPES, environment, parse_shape, render_table, run_benchmark, write_json
+    from .bench.ops import (DEFAULT_SHAPES, environment, parse_shape, render_markdown, render_table, run_benchmark,
+                            write_json)
 
     dtypes = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
     shapes = [parse_shape(s) for s in args.shapes.split(";")] if args.shapes else list(DEFAULT_SHAPES)
@@ -27,6 +28,10 @@ def _bench_ops(args) -> int:
     if args.json:
         write_json(args.json, rows, env)
         console.log(f"wrote {args.json}")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(render_markdown(rows))
+        console.log(f"wrote {args.markdown}")
     return 0
 
 
@@ -214,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     bops.add_argument("--no-reference", action="store_true", help="skip the (slow) step-loop references")
     bops.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     bops.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    bops.add_argument("--markdown", metavar="PATH", help="also write the table as markdown")
     bops.set_defaults(func=_bench_ops)
 
     bstep = bench_sub.add_parser("step", help="RSS and per-token latency of stepping a model one token at a time")

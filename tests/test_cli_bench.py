@@ -12,7 +12,8 @@ CMD = [sys.executable, "-m", "fastweights.cli", "bench", "ops"]
 def test_bench_ops_writes_table_and_json(tmp_path):
     out = tmp_path / "bench.json"
     r = subprocess.run(CMD + ["--ops", "linear_attention,delta_rule", "--shapes", "2x2x20x8;1x2x33x4",
-                              "--repeats", "2", "--json", str(out)], capture_output=True, text=True, timeout=300)
+                              "--repeats", "2", "--json", str(out), "--markdown", str(tmp_path / "t.md")],
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "delta_rule" in r.stdout and "sdpa" in r.stdout
     data = json.loads(out.read_text())
@@ -23,6 +24,8 @@ def test_bench_ops_writes_table_and_json(tmp_path):
         ("softmax_attention", "reference"), ("softmax_attention", "sdpa"), ("linear_attention", "reference"),
         ("linear_attention", "chunk"), ("delta_rule", "reference"), ("delta_rule", "chunk")}
     assert len(rows) == 12
+    table = (tmp_path / "t.md").read_text().splitlines()
+    assert len(table) == 2 + 12 and table[0].startswith("| op | impl |")
     for row in rows:
         assert row["ms"] > 0 and row["tokens_per_s"] > 0 and row["peak_mb"] > 0
         assert row["speedup_vs_reference"] > 0 and row["ratio_to_sdpa"] > 0

@@ -197,6 +197,17 @@ def write_json(path, rows: list[Row], env: dict) -> None:
         json.dump({"environment": env, "rows": [dataclasses.asdict(r) for r in rows]}, f, indent=1)
 
 
+def render_markdown(rows: list[Row]) -> str:
+    """The rows as a GitHub-flavoured markdown table."""
+    fmt = lambda x, f: "—" if x is None else f.format(x)  # noqa: E731
+    lines = ["| op | impl | B,H,T,D | fwd+bwd ms | tokens/s | peak MiB | × reference | × sdpa |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r.op} | {r.impl} | {r.B},{r.H},{r.T},{r.D} | {r.ms:.1f} | {r.tokens_per_s:,.0f} | "
+                     f"{r.peak_mb:.1f} | {fmt(r.speedup_vs_reference, '{:.2f}')} | {fmt(r.ratio_to_sdpa, '{:.2f}')} |")
+    return "\n".join(lines) + "\n"
+
+
 def render_table(rows: list[Row], title: str):
     from rich.table import Table
 

@@ -91,24 +91,34 @@ def _delta_rule_chunk(q, k, v, beta, s0, output_final_state, chunk_size):
     return o, (s.reshape(B, H, Dk, Dv) if output_final_state else None)
 
 
-def _intra_chunk(K, Kb, Vb):
-    """``W = A Kb, U = A Vb`` with ``A = (I + strict_lower(Kb K^T))^-1``; returns (A, W, U)."""
+def _unit_lower_inverse(K, Kb):
+    """``A = (I + strict_lower(Kb K^T))^-1`` per chunk (a unit lower-triangular solve)."""
     L = (Kb @ K.transpose(-1, -2)).tril_(-1)
     eye = torch.eye(K.shape[-2], dtype=K.dtype, device=K.device).expand_as(L)
-    A = torch.linalg.solve_triangular(L, eye, upper=False, unitriangular=True)
-    return A, A @ Kb, A @ Vb
+    return torch.linalg.solve_triangular(L, eye, upper=False, unitriangular=True)
+
+
+def _flat(x):
+    """``[BH, N, a, b]`` -> ``[BH*N, a, b]`` (a view), for in-place batched matmuls (``baddbmm_``)."""
+    return x.reshape(-1, *x.shape[2:])
 
 
 class _ChunkDeltaRule(torch.autograd.Function):
-    """Chunkwise delta rule on ``[BH, N, C, D]`` tensors, with a hand-written backward."""
+    """Chunkwise delta rule on ``[BH, N, C, D]`` tensors, with a hand-written backward.
+
+    Memory: saves the chunked inputs, A, the new values and one state per chunk; temporaries are freed
+    as soon as they are used and sums are accumulated in place, so the peak stays a few input-sized
+    tensors above what is saved."""
 
     @staticmethod
     def forward(ctx, Q, K, V, b, s0):
         BH, N, C, Dk = K.shape
         Dv = V.shape[-1]
         Kb = K * b[..., None]
-        Vb = V * b[..., None]
-        A, W, U = _intra_chunk(K, Kb, Vb)
+        A = _unit_lower_inverse(K, Kb)
+        W = A @ Kb  # [BH, N, C, Dk]
+        del Kb
+        U = A @ (V * b[..., None])  # [BH, N, C, Dv]
         states = K.new_empty(BH, N, Dk, Dv)
         vnew = torch.empty_like(U)
         S = K.new_zeros(BH, Dk, Dv) if s0 is None else s0.clone()
@@ -118,45 +128,58 @@ class _ChunkDeltaRule(torch.autograd.Function):
             vn = torch.baddbmm(U[:, n], W[:, n], S, alpha=-1)
             vnew[:, n] = vn
             S = torch.baddbmm(S, Kt[:, n], vn)
-        M = (Q @ Kt).tril_()
-        O = Q @ states + M @ vnew
-        ctx.save_for_backward(Q, K, V, b, A, W, vnew, states)
+        del W, U
+        O = (Q @ Kt).tril_() @ vnew  # intra-chunk part
+        _flat(O).baddbmm_(_flat(Q), _flat(states))  # + Q S: the state entering the chunk
+        ctx.save_for_backward(Q, K, V, b, A, vnew, states)
         ctx.has_s0 = s0 is not None
         return O, S
 
     @staticmethod
     def backward(ctx, dO, dS):
-        Q, K, V, b, A, W, vnew, states = ctx.saved_tensors
+        Q, K, V, b, A, vnew, states = ctx.saved_tensors
         BH, N, C, Dk = K.shape
         Dv = V.shape[-1]
         Kt = K.transpose(-1, -2)
+        bb = b[..., None]
         dO = dO.contiguous()
         dS = K.new_zeros(BH, Dk, Dv) if dS is None else dS.clone()
-        M = (Q @ Kt).tril_()
-        P = M.transpose(-1, -2) @ dO  # [BH, N, C, Dv]: intra-chunk part of dV_new
+        P = (Q @ Kt).tril_().transpose(-1, -2) @ dO  # [BH, N, C, Dv]: intra-chunk part of dV_new
         G = Q.transpose(-1, -2) @ dO  # [BH, N, Dk, Dv]: what the reads add to dS
+        Kb = K * bb
+        Wt = (A @ Kb).transpose(-1, -2)  # W, recomputed
         dnext = torch.empty_like(states)  # grad wrt the state leaving chunk n
         dvnew = torch.empty_like(vnew)
-        Wt = W.transpose(-1, -2)
         for n in range(N - 1, -1, -1):
             dnext[:, n] = dS
             dvn = torch.baddbmm(P[:, n], K[:, n], dS)
             dvnew[:, n] = dvn
             dS = torch.baddbmm(dS + G[:, n], Wt[:, n], dvn, alpha=-1)
-        dM = (dO @ vnew.transpose(-1, -2)).tril_()
-        st = states.transpose(-1, -2)
-        dQ = dO @ st + dM @ K
-        dK = dM.transpose(-1, -2) @ Q + vnew @ dnext.transpose(-1, -2)
-        dW = -(dvnew @ st)  # [BH, N, C, Dk]
+        del P, G, Wt
+        st = _flat(states).transpose(-1, -2)
+        dM = (dO @ vnew.transpose(-1, -2)).tril_()  # [BH, N, C, C]
+        dQ = dM @ K
+        _flat(dQ).baddbmm_(_flat(dO), st)
+        dK = dM.transpose(-1, -2) @ Q
+        del dM
+        _flat(dK).baddbmm_(_flat(vnew), _flat(dnext).transpose(-1, -2))
+        del dnext
+        dW = dvnew @ states.transpose(-1, -2)  # minus the grad wrt W = A Kb
         At = A.transpose(-1, -2)
-        dKb = At @ dW
+        dKb = (At @ dW).neg_()
+        dA = dW @ Kb.transpose(-1, -2)  # minus the W part of dA
+        del dW
+        Vb = V * bb
+        _flat(dA).baddbmm_(_flat(dvnew), _flat(Vb).transpose(-1, -2), alpha=-1)
+        del Vb
         dVb = At @ dvnew
-        Kb = K * b[..., None]
-        Vb = V * b[..., None]
-        dA = dW @ Kb.transpose(-1, -2) + dvnew @ Vb.transpose(-1, -2)
-        dL = -(At @ dA @ At).tril_(-1)
-        dKb = dKb + dL @ K
-        dK = dK + dL.transpose(-1, -2) @ Kb + dKb * b[..., None]
+        del dvnew
+        dL = (At @ dA @ At).tril_(-1)  # dA holds minus the grad wrt A, so this is the grad wrt L
+        del dA
+        _flat(dKb).baddbmm_(_flat(dL), _flat(K))
+        _flat(dK).baddbmm_(_flat(dL).transpose(-1, -2), _flat(Kb))
+        del dL, Kb
         db = (dKb * K).sum(-1) + (dVb * V).sum(-1)
-        dV = dVb * b[..., None]
+        dK.add_(dKb.mul_(bb))
+        dV = dVb.mul_(bb)
         return dQ, dK, dV, db, (dS if ctx.has_s0 else None)
