@@ -204,6 +204,136 @@ def _depth(text: str) -> int:
     return value
 
 
+# ---- train / eval -------------------------------------------------------------------------------------
+
+def _parse_int(flag: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{flag}: expected an integer, got {text!r}") from None
+
+
+def _parse_float(flag: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{flag}: expected a number, got {text!r}") from None
+
+
+def _parse_optional_float(flag: str, text: str):
+    return None if text.strip().lower() in ("none", "off", "0") else _parse_float(flag, text)
+
+
+def _parse_ints(flag: str, text: str) -> list:
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{flag}: expected comma-separated integers, got {text!r}") from None
+
+
+def _parse_floats(flag: str, text: str) -> list:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
+
+
+# flag -> (TrainConfig field, parser); every train flag is read as text and validated by TrainConfig, so a
+# bad value gives one line naming the flag.
+_TRAIN_FLAGS = {
+    "--model": ("model", lambda f, t: t), "--vars": ("num_vars", _parse_int), "--length": ("length", _parse_int),
+    "--depth": ("depth", _parse_int), "--ops": ("ops", lambda f, t: [o.strip().upper() for o in t.split(",")]),
+    "--sizes": ("sizes", _parse_ints), "--data-seed": ("data_seed", _parse_int), "--data": ("data_dir", lambda f, t: t),
+    "--d-model": ("d_model", _parse_int), "--layers": ("num_layers", _parse_int), "--heads": ("num_heads", _parse_int),
+    "--dropout": ("dropout", _parse_float), "--steps": ("steps", _parse_int), "--epochs": ("epochs", _parse_int),
+    "--batch-size": ("batch_size", _parse_int), "--lr": ("lr", _parse_float), "--betas": ("betas", _parse_floats),
+    "--grad-clip": ("grad_clip", _parse_optional_float), "--warmup": ("warmup_steps", _parse_int),
+    "--loss-on": ("loss_positions", lambda f, t: t), "--seed": ("seed", _parse_int), "--out": ("out", lambda f, t: t),
+    "--eval-interval": ("eval_interval", _parse_int), "--save-interval": ("save_interval", _parse_int),
+    "--log-interval": ("log_interval", _parse_int), "--eval-batch-size": ("eval_batch_size", _parse_int),
+    "--threads": ("threads", _parse_int),
+}
+_TRAIN_HELP = {
+    "--model": "layer name (default delta-rnn), see 'fastweights models'",
+    "--vars": "code-exec: number of variables, 3 or 5 (default 5)",
+    "--length": "code-exec: statements per program (default 100)",
+    "--depth": "listops: exact bracket depth (default 10)",
+    "--ops": "listops: comma-separated operators (default MIN,MAX,FIRST)",
+    "--sizes": "TRAIN,VALID,TEST examples to generate (default 10000,1000,1000)",
+    "--data-seed": "seed of the generated splits (default 0)",
+    "--data": "read the splits from a 'fastweights data' directory instead of generating them",
+    "--d-model": "model width (default 128)", "--layers": "blocks (default 2)", "--heads": "heads (default 4)",
+    "--dropout": "dropout (default 0.1)", "--steps": "optimizer steps (default 5000)",
+    "--epochs": "epochs instead of --steps", "--batch-size": "global batch (default 64)",
+    "--lr": "Adam learning rate (default 3e-4)", "--betas": "Adam betas B1,B2 (default 0.9,0.995)",
+    "--grad-clip": "max gradient norm, or none (default 1.0)", "--warmup": "linear warm-up steps (default 0)",
+    "--loss-on": "code-exec: 'prints' (executed-print positions, default) or 'all' tokens",
+    "--seed": "seed of weights, dropout and data order (default 0)",
+    "--out": "run directory (default runs/TASK-OPTION-MODEL-sSEED)",
+    "--eval-interval": "steps between validations and checkpoints (default 200)",
+    "--save-interval": "extra checkpoints every N steps (default: only at validations)",
+    "--log-interval": "steps between train-metric records (default 10)",
+    "--eval-batch-size": "batch of evaluation (default 256)",
+    "--threads": "torch threads (default: torch's choice)",
+}
+
+
+def _train_config_error(e) -> ValueError:
+    flags = {field: flag for flag, (field, _) in _TRAIN_FLAGS.items()}
+    flag = flags.get(getattr(e, "field", None))
+    return ValueError(f"{flag}: {e}" if flag else str(e))
+
+
+def _train(args) -> int:
+    from .train import TrainConfig, TrainConfigError, TrainError, resume_config, train
+
+    given = {}
+    for flag, (field, parse) in _TRAIN_FLAGS.items():
+        text = getattr(args, field)
+        if text is not None:
+            given[field] = parse(flag, text)
+    given["task"] = args.task
+    try:
+        if args.resume:
+            if "out" not in given:
+                raise ValueError("--resume: give the run directory with --out")
+            cfg = resume_config(given["out"], given)
+        else:
+            if "out" not in given:
+                option = f"v{given.get('num_vars', 5)}" if args.task == "code-exec" else f"d{given.get('depth', 10)}"
+                given["out"] = (f"runs/{args.task}-{option}-{given.get('model', 'delta-rnn')}"
+                                f"-s{given.get('seed', 0)}")
+            cfg = TrainConfig(**given)
+    except TrainConfigError as e:
+        raise _train_config_error(e) from None
+    try:
+        summary = train(cfg, resume=args.resume)
+    except TrainConfigError as e:
+        raise _train_config_error(e) from None
+    except TrainError as e:
+        print(f"fastweights: error: {e}", file=sys.stderr)
+        return 1
+    return 0 if summary["status"] in ("completed", "stopped") else 1
+
+
+def _eval(args) -> int:
+    import json
+
+    from .train import evaluate_run
+
+    result = evaluate_run(args.run_dir, split=args.split, which=args.checkpoint)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{result['task']} {result['options']}, model {result['model']}, {result['checkpoint']} checkpoint "
+          f"(step {result['step']}), {result['split']} split ({result['examples']} examples):")
+    keys = ("print_acc", "seq_acc") if result["task"] == "code-exec" else ("acc",)
+    for k in keys:
+        print(f"  {k:<10} {100 * result[k]:.2f}%")
+    print(f"  {'loss':<10} {result['loss']:.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastweights", description="Fast Weight Programmers for PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -270,6 +400,27 @@ def build_parser() -> argparse.ArgumentParser:
             d.add_argument("--ops", type=_listops_ops, default=["MIN", "MAX", "FIRST"],
                            help="comma-separated operators from MIN,MAX,FIRST,MED,SM (default MIN,MAX,FIRST)")
         d.set_defaults(func=_data)
+    train_p = sub.add_parser("train", help="train a model on an algorithmic task (the paper's recipe by default)")
+    train_sub = train_p.add_subparsers(dest="task", required=True)
+    for name, help_ in (("code-exec", "code execution: print accuracy and sequence accuracy"),
+                        ("listops", "sequential ListOps: accuracy")):
+        t = train_sub.add_parser(name, help=help_)
+        for flag, (field, _) in _TRAIN_FLAGS.items():
+            if flag in (("--depth", "--ops") if name == "code-exec" else ("--vars", "--length", "--loss-on")):
+                t.set_defaults(**{field: None})
+                continue
+            t.add_argument(flag, dest=field, default=None, metavar=field.upper() if flag not in ("--out", "--data")
+                           else "DIR", help=_TRAIN_HELP[flag])
+        t.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its last checkpoint (its saved config is used)")
+        t.set_defaults(func=_train)
+
+    ev = sub.add_parser("eval", help="test-split metrics of a training run's best-validation checkpoint")
+    ev.add_argument("run_dir", metavar="RUN_DIR")
+    ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    ev.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    ev.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    ev.set_defaults(func=_eval)
     return parser
 
 

@@ -31,7 +31,7 @@ def _int(name, value, low, optional=False):
     if optional and value is None:
         return
     if not _is_int(value) or value < low:
-        raise TrainConfigError(name, f"{name} must be an int >= {low}{' or None' if optional else ''}, got {value!r}")
+        raise TrainConfigError(name, f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def _number(name, value, low=None, high=None, low_open=False, optional=False):
