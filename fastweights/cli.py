@@ -10,8 +10,8 @@ def _bench_ops(args) -> int:
     import torch
     from rich.console import Console
 
-    from .bench.ops import (DEFAULT_SHAPES, environment, parse_shape, render_markdown, render_table, run_benchmark,
-                            write_json)
+    from .bench.ops import (DEFAULT_SHAPES, environment, parse_shape, plot_rows, render_markdown, render_table,
+                            run_benchmark, write_json)
 
     dtypes = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
     shapes = [parse_shape(s) for s in args.shapes.split(";")] if args.shapes else list(DEFAULT_SHAPES)
@@ -32,6 +32,19 @@ def _bench_ops(args) -> int:
         with open(args.markdown, "w") as f:
             f.write(render_markdown(rows))
         console.log(f"wrote {args.markdown}")
+    if args.plot:
+        plot_rows(rows, args.plot, title)
+        console.log(f"wrote {args.plot}")
+    return 0
+
+
+def _bench_plot(args) -> int:
+    from .bench.ops import plot_rows, read_json
+
+    rows, env = read_json(args.results)
+    plot_rows(rows, args.out, f"fast-weight ops, forward+backward, {env.get('threads', '?')} threads "
+                              f"(torch {env.get('torch', '?')})")
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -350,7 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
     bops.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     bops.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     bops.add_argument("--markdown", metavar="PATH", help="also write the table as markdown")
+    bops.add_argument("--plot", metavar="PNG", help="also draw the timings (one panel per shape)")
     bops.set_defaults(func=_bench_ops)
+    bplot = bench_sub.add_parser("plot", help="draw the timings of a 'bench ops --json' file")
+    bplot.add_argument("results", metavar="JSON", help="a file written by 'fastweights bench ops --json'")
+    bplot.add_argument("--out", required=True, metavar="PNG", help="where to write the picture")
+    bplot.set_defaults(func=_bench_plot)
 
     bstep = bench_sub.add_parser("step", help="RSS and per-token latency of stepping a model one token at a time")
     bstep.add_argument("--layer", type=_layer_list, default=["deltanet", "transformer"],

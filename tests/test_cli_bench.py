@@ -12,7 +12,7 @@ CMD = [sys.executable, "-m", "fastweights.cli", "bench", "ops"]
 def test_bench_ops_writes_table_and_json(tmp_path):
     out = tmp_path / "bench.json"
     r = subprocess.run(CMD + ["--ops", "linear_attention,delta_rule", "--shapes", "2x2x20x8;1x2x33x4",
-                              "--repeats", "2", "--json", str(out), "--markdown", str(tmp_path / "t.md")],
+                              "--repeats", "2", "--json", str(out), "--markdown", str(tmp_path / "t.md"), "--plot", str(tmp_path / "t.png")],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "delta_rule" in r.stdout and "sdpa" in r.stdout
@@ -24,6 +24,11 @@ def test_bench_ops_writes_table_and_json(tmp_path):
         ("softmax_attention", "reference"), ("softmax_attention", "sdpa"), ("linear_attention", "reference"),
         ("linear_attention", "chunk"), ("delta_rule", "reference"), ("delta_rule", "chunk")}
     assert len(rows) == 12
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = subprocess.run([sys.executable, "-m", "fastweights.cli", "bench", "plot", str(out), "--out",
+                        str(tmp_path / "again.png")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "again.png").stat().st_size > 1000
     table = (tmp_path / "t.md").read_text().splitlines()
     assert len(table) == 2 + 12 and table[0].startswith("| op | impl |")
     for row in rows:
@@ -43,3 +48,10 @@ def test_bench_ops_bad_flags_give_one_line_errors(args, needle):
     assert r.returncode == 2
     last = r.stderr.strip().splitlines()[-1]
     assert needle in last and "Traceback" not in r.stderr
+
+
+def test_bench_plot_of_a_missing_file_is_a_one_line_error(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "fastweights.cli", "bench", "plot", str(tmp_path / "none.json"),
+                        "--out", str(tmp_path / "x.png")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "cannot read benchmark rows" in r.stderr.strip().splitlines()[-1]

@@ -208,6 +208,52 @@ def render_markdown(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_json(path) -> tuple[list[Row], dict]:
+    """Rows and environment from a file written by :func:`write_json`."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        return [Row(**r) for r in data["rows"]], data.get("environment", {})
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"cannot read benchmark rows from {path}: {e}") from None
+
+
+def plot_rows(rows: list[Row], path, title: str = "") -> None:
+    """One panel per shape: forward+backward ms of every op's reference and fast path (log scale), with
+    causal softmax attention (SDPA) as a vertical line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shapes = list(dict.fromkeys((r.B, r.H, r.T, r.D) for r in rows))
+    ops_ = [op for op in dict.fromkeys(r.op for r in rows) if op != "softmax_attention"]
+    fig, axes = plt.subplots(1, len(shapes), figsize=(5 * len(shapes), 0.45 * len(ops_) + 1.8), squeeze=False,
+                             sharey=True)
+    for ax, shape in zip(axes[0], shapes):
+        at = {(r.op, r.impl): r for r in rows if (r.B, r.H, r.T, r.D) == shape}
+        y = range(len(ops_))
+        ref = [at[(op, "reference")].ms if (op, "reference") in at else float("nan") for op in ops_]
+        fast = [next((r.ms for (o, i), r in at.items() if o == op and i != "reference"), float("nan")) for op in ops_]
+        ax.barh([i + 0.2 for i in y], ref, height=0.4, color="#bbbbbb", label="step-loop reference")
+        ax.barh([i - 0.2 for i in y], fast, height=0.4, color="#1f77b4", label="fast path (chunk / fused)")
+        if ("softmax_attention", "sdpa") in at:
+            ax.axvline(at[("softmax_attention", "sdpa")].ms, color="#d62728", ls="--", label="causal SDPA")
+        ax.set_xscale("log")
+        ax.set_yticks(list(y), ops_)
+        ax.invert_yaxis()
+        ax.set_xlabel("forward+backward ms (log)")
+        ax.set_title("B,H,T,D = " + ",".join(map(str, shape)))
+        ax.grid(axis="x", alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=9, frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def render_table(rows: list[Row], title: str):
     from rich.table import Table
 
