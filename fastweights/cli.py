@@ -237,6 +237,10 @@ def _parse_optional_float(flag: str, text: str):
     return None if text.strip().lower() in ("none", "off", "0") else _parse_float(flag, text)
 
 
+def _parse_budget(flag: str, text: str):
+    return None if text.strip().lower() in ("none", "off") else _parse_float(flag, text)
+
+
 def _parse_ints(flag: str, text: str) -> list:
     try:
         return [int(x) for x in text.split(",")]
@@ -264,7 +268,7 @@ _TRAIN_FLAGS = {
     "--loss-on": ("loss_positions", lambda f, t: t), "--seed": ("seed", _parse_int), "--out": ("out", lambda f, t: t),
     "--eval-interval": ("eval_interval", _parse_int), "--save-interval": ("save_interval", _parse_int),
     "--log-interval": ("log_interval", _parse_int), "--eval-batch-size": ("eval_batch_size", _parse_int),
-    "--threads": ("threads", _parse_int),
+    "--threads": ("threads", _parse_int), "--time-budget": ("time_budget_minutes", _parse_budget),
 }
 _TRAIN_HELP = {
     "--model": "layer name (default delta-rnn), see 'fastweights models'",
@@ -288,7 +292,10 @@ _TRAIN_HELP = {
     "--log-interval": "steps between train-metric records (default 10)",
     "--eval-batch-size": "batch of evaluation (default 256)",
     "--threads": "torch threads (default: torch's choice)",
+    "--time-budget": "stop after the first step past MINUTES of training wall time, summed across --resume "
+                     "(final eval and checkpoint as usual; 'none' removes it on --resume)",
 }
+_TRAIN_METAVARS = {"--out": "DIR", "--data": "DIR", "--time-budget": "MINUTES"}
 
 
 def _train_config_error(e) -> ValueError:
@@ -427,8 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
             if flag in (("--depth", "--ops") if name == "code-exec" else ("--vars", "--length", "--loss-on")):
                 t.set_defaults(**{field: None})
                 continue
-            t.add_argument(flag, dest=field, default=None, metavar=field.upper() if flag not in ("--out", "--data")
-                           else "DIR", help=_TRAIN_HELP[flag])
+            t.add_argument(flag, dest=field, default=None, metavar=_TRAIN_METAVARS.get(flag, field.upper()),
+                           help=_TRAIN_HELP[flag])
         t.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its last checkpoint (its saved config is used)")
         t.set_defaults(func=_train)

@@ -69,6 +69,22 @@ def test_config_rejects_bad_values_naming_the_field(field, value):
     assert repr(value)[:8] in str(e.value) or str(value) in str(e.value)
 
 
+@pytest.mark.parametrize("value", [0, -1.0, float("inf"), float("nan"), "5", True])
+def test_config_time_budget_must_be_positive_or_none(value):
+    with pytest.raises(TrainConfigError) as e:
+        TrainConfig(time_budget_minutes=value)
+    assert e.value.field == "time_budget_minutes" and "time_budget_minutes" in str(e.value)
+    assert repr(value) in str(e.value)
+
+
+def test_config_time_budget_accepts_positive_numbers_and_none():
+    assert TrainConfig().time_budget_minutes is None
+    assert TrainConfig(time_budget_minutes=0.5).time_budget_minutes == 0.5
+    assert TrainConfig(time_budget_minutes=3).time_budget_minutes == 3
+    cfg = TrainConfig(time_budget_minutes=1.5)
+    assert TrainConfig.from_dict(json.loads(cfg.to_json())) == cfg
+
+
 def test_config_defaults_are_the_papers_recipe_and_round_trip():
     cfg = TrainConfig()
     assert (cfg.batch_size, cfg.lr, cfg.betas, cfg.dropout) == (64, 3e-4, [0.9, 0.995], 0.1)
@@ -85,7 +101,10 @@ def test_config_defaults_are_the_papers_recipe_and_round_trip():
                                        (["--heads", "3"], "--heads"), (["--model", "foo"], "--model"),
                                        (["--batch-size", "0"], "--batch-size"), (["--lr", "x"], "--lr"),
                                        (["--vars", "4"], "--vars"), (["--dropout", "1.5"], "--dropout"),
-                                       (["--steps", "3", "--epochs", "2"], "--steps")])
+                                       (["--steps", "3", "--epochs", "2"], "--steps"),
+                                       (["--time-budget", "-1"], "--time-budget"),
+                                       (["--time-budget", "0"], "--time-budget"),
+                                       (["--time-budget", "soon"], "--time-budget")])
 def test_cli_bad_flag_is_one_line_naming_the_flag(args, flag, capsys, tmp_path):
     rc = main(["train", "code-exec", *args, "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip().splitlines()
@@ -145,6 +164,43 @@ def test_listops_in_process_with_data_dir_and_eval(tmp_path):
     result = evaluate_run(tmp_path / "r")
     assert result["examples"] == 16 and 0 <= result["acc"] <= 1 and "print_acc" not in result
     assert {"loss", "acc"} <= set(records(tmp_path / "r", "valid")[0])
+
+
+def test_time_budget_stops_early_evaluates_saves_and_resumes_the_same_budget(tmp_path):
+    run = tmp_path / "run"
+    args = [*CODE, "--model", "delta-rnn", *TINY, "--steps", "1000000", "--eval-interval", "1000000",
+            "--log-interval", "1000000"]
+    proc = cli("train", *args, "--time-budget", "0.02", "--out", str(run), check=0)  # 1.2 s
+    assert "time budget of 0.02 min spent at step" in proc.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    step = summary["step"]
+    assert summary["status"] == "completed" and summary["stopped"] == "time budget"
+    assert 1 <= step < 1000000 and summary["total_steps"] == 1000000 and summary["time_budget_minutes"] == 0.02
+    assert summary["train_seconds"] >= 1.2
+    # what a normal end does: a final train record, validation, checkpoint (last and best) at the step reached
+    assert [r["step"] for r in records(run, "train")] == [step]
+    assert [r["step"] for r in records(run, "valid")] == [step] and summary["best_step"] == step
+    assert last_step(run) == last_step(run, "best") == step
+    state = load_checkpoint(run / "checkpoints", which="last")[1]
+    assert state["elapsed_s"] >= 1.2
+    # resuming continues the same budget: spent, so nothing more is trained
+    proc = cli("train", "code-exec", "--out", str(run), "--resume", check=0)
+    assert "already spent" in proc.stderr
+    again = json.loads((run / "summary.json").read_text())
+    assert again["step"] == step and again["stopped"] == "time budget" and last_step(run) == step
+    # a larger budget may be given on resume; the earlier time counts towards it
+    cli("train", "code-exec", "--out", str(run), "--resume", "--time-budget", "0.04", check=0)
+    more = json.loads((run / "summary.json").read_text())
+    assert more["stopped"] == "time budget" and more["step"] > step and last_step(run) == more["step"]
+    assert more["train_seconds"] >= 2.4 and more["seconds_this_session"] < more["train_seconds"]
+    assert json.loads((run / "config.json").read_text())["time_budget_minutes"] == 0.04
+
+
+def test_steps_still_cap_a_run_with_a_time_budget(tmp_path):
+    cfg = TrainConfig(task="listops", model="lstm", depth=2, sizes=[16, 8, 8], d_model=16, num_layers=1,
+                      num_heads=2, steps=3, batch_size=8, out=str(tmp_path / "r"), threads=1, time_budget_minutes=10)
+    summary = train(cfg, progress=False)
+    assert summary["status"] == "completed" and summary["step"] == 3 and summary["stopped"] is None
 
 
 def test_epochs_count_whole_passes(tmp_path):

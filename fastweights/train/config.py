@@ -77,6 +77,12 @@ class TrainConfig:
     (steps between validations, each also saving a checkpoint), ``save_interval`` (extra checkpoints
     between validations; None: only at evaluations), ``log_interval`` (steps between train-metric
     records), ``eval_batch_size``, ``threads`` (torch intra-op threads; None keeps torch's default).
+
+    time_budget_minutes: a wall-clock budget (None: no budget), so that runs can be compared at equal
+    CPU time. The run ends after the first optimizer step at which the training loop's elapsed wall time
+    (evaluations and checkpoints included; start-up and data generation not), summed across ``--resume``
+    sessions through the checkpoint, exceeds it, with the usual final evaluation and checkpoint;
+    ``steps``/``epochs`` still cap the run. It may change on resume.
     """
 
     task: str = "code-exec"
@@ -110,6 +116,7 @@ class TrainConfig:
     log_interval: int = 10
     eval_batch_size: int = 256
     threads: int | None = None
+    time_budget_minutes: float | None = None
 
     def __post_init__(self):
         from ..models import ConfigError
@@ -173,6 +180,7 @@ class TrainConfig:
         _int("log_interval", self.log_interval, 1)
         _int("eval_batch_size", self.eval_batch_size, 1)
         _int("threads", self.threads, 1, optional=True)
+        _number("time_budget_minutes", self.time_budget_minutes, 0.0, low_open=True, optional=True)
 
     # ------------------------------------------------------------------------------------------------
     def task_options(self) -> dict:

@@ -10,6 +10,11 @@ Exactness of ``--resume``: the data order depends only on ``(seed, epoch)`` and 
 position within the epoch, every RNG (torch, Python, NumPy, per process), the optimizer and scheduler,
 and the partial train-metric sums; so on CPU with the same thread count a resumed run's losses equal an
 uninterrupted run's bit for bit.
+
+Time budget (``TrainConfig.time_budget_minutes``): the checkpoint also stores the training loop's elapsed
+wall time, so a resumed run goes on spending the same budget; the run ends after the first step past it
+(final evaluation, checkpoint, ``"stopped": "time budget"`` in the summary). The clock does not affect the
+weights, so resume stays exact (only where a budgeted run stops depends on the machine's speed).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ CONFIG = "config.json"
 SUMMARY = "summary.json"
 DATA = "data"
 CKPT = "checkpoints"
-RESUMABLE_OVERRIDES = ("steps", "epochs", "eval_interval", "save_interval", "log_interval")
+RESUMABLE_OVERRIDES = ("steps", "epochs", "eval_interval", "save_interval", "log_interval", "time_budget_minutes")
 
 
 class TrainError(RuntimeError):
@@ -57,8 +62,9 @@ def load_run_config(run_dir: str | os.PathLike) -> TrainConfig:
 
 
 def resume_config(run_dir: str | os.PathLike, overrides: dict) -> TrainConfig:
-    """The saved config of ``run_dir`` with ``overrides`` applied. Only the length and the intervals may
-    change on resume; any other override that differs from the saved value raises ``TrainConfigError``."""
+    """The saved config of ``run_dir`` with ``overrides`` applied. Only the length, the intervals and the
+    time budget may change on resume; any other override that differs from the saved value raises
+    ``TrainConfigError``."""
     saved = load_run_config(run_dir)
     changes = {}
     for name, value in overrides.items():
@@ -271,7 +277,7 @@ def _train(cfg, resume, progress, dist, rank, world) -> dict:
     total = cfg.steps if cfg.steps is not None else cfg.epochs * sampler.batches_per_epoch
 
     ckpt_root = run_dir / CKPT
-    step, epoch, batch_in_epoch, best = 0, 0, 0, None
+    step, epoch, batch_in_epoch, best, elapsed_before = 0, 0, 0, None, 0.0
     accum = _zero_accum(cfg.task)
     if resume:
         loaded = load_checkpoint(ckpt_root, model, "last", map_location=device)
@@ -282,6 +288,7 @@ def _train(cfg, resume, progress, dist, rank, world) -> dict:
                 sched.load_state_dict(st["scheduler"])
                 step, epoch, batch_in_epoch = int(st["step"]), int(st["epoch"]), int(st["batch"])
                 best, accum = st["best"], dict(st["accum"])
+                elapsed_before = float(st.get("elapsed_s", 0.0))  # absent in checkpoints older than budgets
                 rngs = st["rng"]
                 _restore_rng(rngs[rank] if len(rngs) == world else rngs[0])
             except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:
@@ -303,9 +310,29 @@ def _train(cfg, resume, progress, dist, rank, world) -> dict:
         log.message(f"{'resuming at step ' + str(step) if step else 'starting'}: {cfg.task} "
                     f"{cfg.task_options()}, model {cfg.model} ({sum(p.numel() for p in model.parameters()):,} "
                     f"parameters), {total} steps of batch {cfg.batch_size}"
-                    f"{f' on {world} processes' if world > 1 else ''}, run dir {run_dir}")
+                    f"{f' on {world} processes' if world > 1 else ''}"
+                    f"{f' within {cfg.time_budget_minutes:g} min' if cfg.time_budget_minutes else ''}"
+                    f", run dir {run_dir}")
     loader = make_loader(train_set, sampler)
     status, t_last, t_start = "completed", time.time(), time.time()
+    budget_s = cfg.time_budget_minutes * 60.0 if cfg.time_budget_minutes is not None else None
+
+    def elapsed():
+        """Training wall time of the whole run: earlier sessions (from the checkpoint) plus this one."""
+        return elapsed_before + (time.time() - t_start)
+
+    def over_budget() -> bool:
+        if budget_s is None:
+            return False
+        over = torch.tensor([float(elapsed() > budget_s)], dtype=torch.float64)
+        if dist is not None:  # every process stops at the same step: rank 0's clock decides
+            dist.broadcast(over, src=0)
+        return bool(over[0] > 0)
+
+    out_of_time = step < total and over_budget()  # a resumed run whose budget is already spent
+    if out_of_time and log is not None:
+        log.message(f"time budget of {cfg.time_budget_minutes:g} min already spent ({elapsed_before / 60:.2f} min "
+                    f"at step {step}); nothing to do (raise it with --time-budget)")
 
     def save(pointers):
         rng = _capture_rng()
@@ -316,14 +343,14 @@ def _train(cfg, resume, progress, dist, rank, world) -> dict:
         if rank == 0:
             state = {"epoch": epoch, "batch": batch_in_epoch, "optimizer": opt.state_dict(),
                      "scheduler": sched.state_dict(), "rng": rngs, "best": best, "accum": accum,
-                     "world_size": world, "threads": torch.get_num_threads()}
+                     "world_size": world, "threads": torch.get_num_threads(), "elapsed_s": elapsed()}
             save_checkpoint(ckpt_root, model, state, step, pointers)
         if dist is not None:
             dist.barrier()
 
     try:
         with _Signals() as signals:
-            while step < total and status == "completed":
+            while step < total and status == "completed" and not out_of_time:
                 sampler.set_position(epoch, batch_in_epoch)
                 for batch in loader:
                     batch = {k: v.to(device) for k, v in batch.items()}
@@ -355,10 +382,12 @@ def _train(cfg, resume, progress, dist, rank, world) -> dict:
                         accum[k] += obj[k]
                     accum["tokens"] += int(batch["lengths"].sum())
                     accum["steps"] += 1
+                    out_of_time = step < total and over_budget()
+                    last = step == total or out_of_time
                     if log is not None:
                         log.step(step, {**summarize(cfg.task, accum),
                                         "tokens_per_s": accum["tokens"] * world / max(time.time() - t_last, 1e-9)})
-                    if step % cfg.log_interval == 0 or step == total:
+                    if step % cfg.log_interval == 0 or last:
                         totals = dict(accum)
                         if dist is not None:
                             keys = sorted(totals)
@@ -371,7 +400,7 @@ def _train(cfg, resume, progress, dist, rank, world) -> dict:
                                         "lr": sched.get_last_lr()[0], "epoch": epoch,
                                         "tokens_per_s": totals["tokens"] / max(now - t_last, 1e-9)})
                         accum, t_last = _zero_accum(cfg.task), now
-                    evaluating = step % cfg.eval_interval == 0 or step == total
+                    evaluating = step % cfg.eval_interval == 0 or last
                     if evaluating:
                         pointers = ["last"]
                         if rank == 0:
@@ -402,14 +431,22 @@ def _train(cfg, resume, progress, dist, rank, world) -> dict:
                             log.message(f"stopped by {signals.received or 'a signal'} at step {step}: checkpoint "
                                         f"saved in {ckpt_root}; continue with --resume")
                         break
+                    if out_of_time:
+                        if log is not None:
+                            log.message(f"time budget of {cfg.time_budget_minutes:g} min spent at step {step} "
+                                        f"of {total}; continue with --resume and a larger --time-budget")
+                        break
                     if step >= total:
                         break
                 if batch_in_epoch >= sampler.batches_per_epoch:
                     epoch += 1
                     batch_in_epoch = 0
-        summary = {"status": status, "step": step, "total_steps": total, "world_size": world,
+        # why the run ended before its steps/epochs: None, "time budget", or the signal's name
+        stopped = (signals.received or "a signal") if status == "stopped" else "time budget" if out_of_time else None
+        summary = {"status": status, "stopped": stopped, "step": step, "total_steps": total, "world_size": world,
                    "best_step": best["step"] if best else None, "best_valid": best["metrics"] if best else None,
-                   "seconds_this_session": round(time.time() - t_start, 2)}
+                   "seconds_this_session": round(time.time() - t_start, 2),
+                   "train_seconds": round(elapsed(), 2), "time_budget_minutes": cfg.time_budget_minutes}
         if rank == 0:
             write_json_atomic(run_dir / SUMMARY, summary)
             if status == "completed" and best:
