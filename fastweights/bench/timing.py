@@ -10,14 +10,11 @@
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from typing import Callable, Mapping
 
 import torch
-
-os.environ.setdefault("KINETO_LOG_LEVEL", "5")
 
 
 def clear_grads(inputs: Mapping[str, torch.Tensor]) -> None:
