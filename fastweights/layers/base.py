@@ -21,6 +21,8 @@ from typing import Callable
 
 import torch.nn as nn
 
+from ..ops._utils import check_positive_int
+
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -39,12 +41,6 @@ def register(name: str):
 
 def layer_names() -> list[str]:
     return list(_REGISTRY)
-
-
-def check_positive_int(name: str, value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def check_probability(name: str, value) -> float:

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import torch
 
-from ._utils import acc_dtype, check_qkv, resolve_impl, unpack_state
+from ._utils import acc_dtype, check_positive_int, check_qkv, resolve_impl, unpack_state
 from .delta_rule import DEFAULT_CHUNK_SIZE, delta_rule
 from .feature_maps import elu1_sn
 
@@ -54,8 +54,7 @@ def delta_delta(q, k, v, beta, *, initial_state=None, output_final_state=False, 
             f"got {dv}"
         )
     s1, s2 = unpack_state(initial_state, ["S1", "S2"], [(B, H, d, dv), (B, H, d, d)])
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    check_positive_int("chunk_size", chunk_size)
     fn = resolve_impl("delta_delta", impl, {"reference": _delta_delta_reference, "chunk": _delta_delta_chunk},
                       ["chunk"], q.device)
     dt = acc_dtype(q.dtype)

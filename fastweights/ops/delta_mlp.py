@@ -46,7 +46,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._utils import acc_dtype, check_tensor, resolve_impl, unpack_state
+from ._utils import acc_dtype, check_positive_int, check_tensor, resolve_impl, unpack_state
 from .delta_rule import DEFAULT_CHUNK_SIZE, delta_rule
 from .feature_maps import elu1_sn
 
@@ -67,8 +67,7 @@ def delta_mlp(q, keys, values, betas, *, ln_weight=None, ln_bias=None, ln_eps=1e
     s0 = unpack_state(initial_state, names, shapes)
     if not isinstance(ln_eps, (int, float)) or isinstance(ln_eps, bool) or not ln_eps > 0:
         raise ValueError(f"ln_eps must be a positive float, got {ln_eps!r}")
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    check_positive_int("chunk_size", chunk_size)
     fn = resolve_impl("delta_mlp", impl, {"reference": _delta_mlp_reference, "chunk": _delta_mlp_chunk},
                       ["chunk"], q.device)
 

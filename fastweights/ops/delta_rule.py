@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from ._chunk import from_chunks, to_chunks
-from ._utils import acc_dtype, check_qkv, resolve_impl, unpack_state
+from ._utils import acc_dtype, check_positive_int, check_qkv, resolve_impl, unpack_state
 
 DEFAULT_CHUNK_SIZE = 32
 
@@ -44,8 +44,7 @@ def delta_rule(q, k, v, beta, *, initial_state=None, output_final_state=False, i
     """
     B, T, H, Dk, Dv = check_qkv(q, k, v, beta)
     (s0,) = unpack_state(initial_state, ["S"], [(B, H, Dk, Dv)])
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    check_positive_int("chunk_size", chunk_size)
     fn = resolve_impl("delta_rule", impl, {"reference": _delta_rule_reference, "chunk": _delta_rule_chunk},
                       ["chunk"], q.device)
     if fn is _delta_rule_chunk:

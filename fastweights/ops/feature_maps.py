@@ -44,6 +44,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._utils import check_positive_int
+
 __all__ = [
     "FEATURE_MAPS",
     "elu1",
@@ -95,7 +97,7 @@ def dpfp(x: torch.Tensor, nu: int = 1) -> torch.Tensor:
     """Deterministic parameter-free projection (Schlag et al. 2021), ``[..., d] -> [..., 2 d nu]``.
 
     ``r = [ReLU(x), ReLU(-x)]``; ``phi = concat_{j=1..nu} r * roll(r, j)``. Not sum-normalised."""
-    _check_pos_int("nu", nu)
+    check_positive_int("nu", nu)
     r = torch.cat([F.relu(x), F.relu(-x)], dim=-1)
     return torch.cat([r * torch.roll(r, shifts=j, dims=-1) for j in range(1, nu + 1)], dim=-1)
 
@@ -122,8 +124,8 @@ def orthogonal_gaussian(m: int, d: int, *, generator: torch.Generator | None = N
     ``orthogonal=True`` (FAVOR+'s ORF): blocks of d exactly orthogonal rows (from the QR of a d x d
     Gaussian matrix; the last block is truncated), each row rescaled by the norm of an independent
     d-dim Gaussian vector (chi(d) distributed). ``orthogonal=False``: i.i.d. Gaussian rows."""
-    _check_pos_int("m", m)
-    _check_pos_int("d", d)
+    check_positive_int("m", m)
+    check_positive_int("d", d)
     g = dict(generator=generator, dtype=torch.float64)
     if not orthogonal:
         return torch.randn(m, d, **g).to(dtype=dtype, device=device)
@@ -213,7 +215,7 @@ class DPFP(FeatureMap):
     name = "dpfp"
 
     def __init__(self, d: int, nu: int = 1, normalize: bool = True):
-        _check_pos_int("nu", nu)
+        check_positive_int("nu", nu)
         super().__init__(d, 2 * d * nu)
         self.nu = nu
         self.normalize = bool(normalize)
@@ -242,7 +244,7 @@ class FAVORPlus(FeatureMap):
     def __init__(self, d: int, m: int | None = None, normalize: bool = True, seed: int | None = None,
                  orthogonal: bool = True):
         m = d if m is None else m
-        _check_pos_int("m", m)
+        check_positive_int("m", m)
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
             raise ValueError(f"seed must be an int or None, got {seed!r}")
         super().__init__(d, 2 * m)
@@ -278,11 +280,6 @@ class FAVORPlus(FeatureMap):
 # factory
 
 
-def _check_pos_int(name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
 def _check_bool(name: str, value) -> None:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be a bool, got {value!r}")
@@ -301,7 +298,7 @@ _OPTIONS = {
 def _resolve(name: str, d, opts: dict) -> dict:
     if not isinstance(name, str) or name not in _OPTIONS:
         raise ValueError(f"feature map name must be one of {list(FEATURE_MAPS)}, got {name!r}")
-    _check_pos_int("d", d)
+    check_positive_int("d", d)
     allowed = _OPTIONS[name]
     for key, value in opts.items():
         if key not in allowed:
@@ -311,12 +308,12 @@ def _resolve(name: str, d, opts: dict) -> dict:
             )
     out = {**allowed, **opts}
     if name == "dpfp":
-        _check_pos_int("nu", out["nu"])
+        check_positive_int("nu", out["nu"])
         _check_bool("normalize", out["normalize"])
     elif name == "favor":
         if out["m"] is None:
             out["m"] = d
-        _check_pos_int("m", out["m"])
+        check_positive_int("m", out["m"])
         _check_bool("normalize", out["normalize"])
         _check_bool("orthogonal", out["orthogonal"])
         if out["seed"] is not None and (not isinstance(out["seed"], int) or isinstance(out["seed"], bool)):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from ._chunk import from_chunks, to_chunks
-from ._utils import acc_dtype, check_qkv, resolve_impl, unpack_state
+from ._utils import acc_dtype, check_positive_int, check_qkv, resolve_impl, unpack_state
 
 DEFAULT_CHUNK_SIZE = 64
 
@@ -46,8 +46,7 @@ def linear_attention(q, k, v, *, normalize=False, eps=1e-6, initial_state=None, 
         raise ValueError(f"normalize must be a bool, got {normalize!r}")
     if not (isinstance(eps, (int, float)) and eps >= 0):
         raise ValueError(f"eps must be a non-negative number, got {eps!r}")
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    check_positive_int("chunk_size", chunk_size)
     if normalize:
         s0, z0 = unpack_state(initial_state, ["S", "z"], [(B, H, Dk, Dv), (B, H, Dk)])
     else:
