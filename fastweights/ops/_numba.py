@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 njit = numba.njit(parallel=True, cache=True, fastmath=False, nogil=True)
-njit_serial = numba.njit(cache=True, fastmath=False, nogil=True, inline="always")
 prange = numba.prange
 
 
