@@ -269,6 +269,7 @@ _TRAIN_FLAGS = {
     "--eval-interval": ("eval_interval", _parse_int), "--save-interval": ("save_interval", _parse_int),
     "--log-interval": ("log_interval", _parse_int), "--eval-batch-size": ("eval_batch_size", _parse_int),
     "--threads": ("threads", _parse_int), "--time-budget": ("time_budget_minutes", _parse_budget),
+    "--budget-clock": ("budget_clock", lambda f, t: t),
 }
 _TRAIN_HELP = {
     "--model": "layer name (default delta-rnn), see 'fastweights models'",
@@ -294,8 +295,10 @@ _TRAIN_HELP = {
     "--threads": "torch threads (default: torch's choice)",
     "--time-budget": "stop after the first step past MINUTES of training wall time, summed across --resume "
                      "(final eval and checkpoint as usual; 'none' removes it on --resume)",
+    "--budget-clock": "what --time-budget counts: 'wall' time (default) or the process's 'cpu' time, all "
+                      "threads summed (fair when runs share a machine)",
 }
-_TRAIN_METAVARS = {"--out": "DIR", "--data": "DIR", "--time-budget": "MINUTES"}
+_TRAIN_METAVARS = {"--out": "DIR", "--data": "DIR", "--time-budget": "MINUTES", "--budget-clock": "wall|cpu"}
 
 
 def _train_config_error(e) -> ValueError:

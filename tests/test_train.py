@@ -61,7 +61,8 @@ def error_lines(proc):
                                          ("model", "nope"), ("d_model", 0), ("num_heads", 3), ("dropout", 1.0),
                                          ("steps", 0), ("batch_size", 0), ("lr", float("nan")), ("betas", [0.9]),
                                          ("grad_clip", -1.0), ("loss_positions", "some"), ("seed", -1),
-                                         ("eval_interval", 0), ("threads", 0), ("ops", ["MIN", "POW"])])
+                                         ("eval_interval", 0), ("threads", 0), ("ops", ["MIN", "POW"]),
+                                         ("budget_clock", "gpu")])
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(TrainConfigError) as e:
         TrainConfig(**{field: value})
@@ -104,7 +105,8 @@ def test_config_defaults_are_the_papers_recipe_and_round_trip():
                                        (["--steps", "3", "--epochs", "2"], "--steps"),
                                        (["--time-budget", "-1"], "--time-budget"),
                                        (["--time-budget", "0"], "--time-budget"),
-                                       (["--time-budget", "soon"], "--time-budget")])
+                                       (["--time-budget", "soon"], "--time-budget"),
+                                       (["--budget-clock", "user"], "--budget-clock")])
 def test_cli_bad_flag_is_one_line_naming_the_flag(args, flag, capsys, tmp_path):
     rc = main(["train", "code-exec", *args, "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip().splitlines()
@@ -194,6 +196,20 @@ def test_time_budget_stops_early_evaluates_saves_and_resumes_the_same_budget(tmp
     assert more["stopped"] == "time budget" and more["step"] > step and last_step(run) == more["step"]
     assert more["train_seconds"] >= 2.4 and more["seconds_this_session"] < more["train_seconds"]
     assert json.loads((run / "config.json").read_text())["time_budget_minutes"] == 0.04
+
+
+def test_cpu_clock_budget_counts_process_time(tmp_path, monkeypatch):
+    """budget_clock="cpu" reads time.process_time: a fake one that runs 1 s per reading ends a 3 s budget
+    within a few steps, while the same run on the wall clock trains all its steps."""
+    readings = iter(range(0, 10**6))
+    monkeypatch.setattr(time, "process_time", lambda: float(next(readings)))
+    base = dict(task="listops", model="lstm", depth=2, sizes=[64, 8, 8], d_model=16, num_layers=1, num_heads=2,
+                steps=20, batch_size=8, threads=1, time_budget_minutes=0.05, eval_interval=1000, log_interval=1000)
+    cpu = train(TrainConfig(**base, out=str(tmp_path / "cpu"), budget_clock="cpu"), progress=False)
+    assert cpu["stopped"] == "time budget" and cpu["budget_clock"] == "cpu"
+    assert 2 <= cpu["step"] <= 4 and cpu["train_seconds"] > 3
+    wall = train(TrainConfig(**base, out=str(tmp_path / "wall")), progress=False)
+    assert wall["stopped"] is None and wall["step"] == 20 and wall["budget_clock"] == "wall"
 
 
 def test_steps_still_cap_a_run_with_a_time_budget(tmp_path):

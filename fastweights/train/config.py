@@ -12,6 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 
 TASKS = ("code-exec", "listops")
+BUDGET_CLOCKS = ("wall", "cpu")
 LOSS_POSITIONS = ("prints", "all")
 
 
@@ -83,6 +84,11 @@ class TrainConfig:
     (evaluations and checkpoints included; start-up and data generation not), summed across ``--resume``
     sessions through the checkpoint, exceeds it, with the usual final evaluation and checkpoint;
     ``steps``/``epochs`` still cap the run. It may change on resume.
+
+    budget_clock: what the time budget counts. ``"wall"`` (the default) is wall-clock time; ``"cpu"`` is
+    the CPU time of the training process, all its threads summed (``time.process_time``), which stays fair
+    when several runs share a machine: a run on 2 threads for 5 minutes spends about 10 CPU-minutes.
+    Fixed for the life of a run.
     """
 
     task: str = "code-exec"
@@ -117,6 +123,7 @@ class TrainConfig:
     eval_batch_size: int = 256
     threads: int | None = None
     time_budget_minutes: float | None = None
+    budget_clock: str = "wall"
 
     def __post_init__(self):
         from ..models import ConfigError
@@ -181,6 +188,9 @@ class TrainConfig:
         _int("eval_batch_size", self.eval_batch_size, 1)
         _int("threads", self.threads, 1, optional=True)
         _number("time_budget_minutes", self.time_budget_minutes, 0.0, low_open=True, optional=True)
+        if self.budget_clock not in BUDGET_CLOCKS:
+            raise TrainConfigError("budget_clock", f"budget_clock must be one of {list(BUDGET_CLOCKS)}, "
+                                                   f"got {self.budget_clock!r}")
 
     # ------------------------------------------------------------------------------------------------
     def task_options(self) -> dict:

@@ -12,7 +12,7 @@ and the partial train-metric sums; so on CPU with the same thread count a resume
 uninterrupted run's bit for bit.
 
 Time budget (``TrainConfig.time_budget_minutes``): the checkpoint also stores the training loop's elapsed
-wall time, so a resumed run goes on spending the same budget; the run ends after the first step past it
+time on the budget's clock (wall, or process CPU with ``budget_clock="cpu"``), so a resumed run goes on spending the same budget; the run ends after the first step past it
 (final evaluation, checkpoint, ``"stopped": "time budget"`` in the summary). The clock does not affect the
 weights, so resume stays exact (only where a budgeted run stops depends on the machine's speed).
 """
@@ -316,10 +316,13 @@ def _train(cfg, resume, progress, dist, rank, world) -> dict:
     loader = make_loader(train_set, sampler)
     status, t_last, t_start = "completed", time.time(), time.time()
     budget_s = cfg.time_budget_minutes * 60.0 if cfg.time_budget_minutes is not None else None
+    clock = time.process_time if cfg.budget_clock == "cpu" else time.time
+    c_start = clock()
 
     def elapsed():
-        """Training wall time of the whole run: earlier sessions (from the checkpoint) plus this one."""
-        return elapsed_before + (time.time() - t_start)
+        """Training time of the whole run on the budget's clock (wall or process CPU): earlier sessions
+        (from the checkpoint) plus this one."""
+        return elapsed_before + (clock() - c_start)
 
     def over_budget() -> bool:
         if budget_s is None:
@@ -446,7 +449,8 @@ def _train(cfg, resume, progress, dist, rank, world) -> dict:
         summary = {"status": status, "stopped": stopped, "step": step, "total_steps": total, "world_size": world,
                    "best_step": best["step"] if best else None, "best_valid": best["metrics"] if best else None,
                    "seconds_this_session": round(time.time() - t_start, 2),
-                   "train_seconds": round(elapsed(), 2), "time_budget_minutes": cfg.time_budget_minutes}
+                   "train_seconds": round(elapsed(), 2), "budget_clock": cfg.budget_clock,
+                   "time_budget_minutes": cfg.time_budget_minutes}
         if rank == 0:
             write_json_atomic(run_dir / SUMMARY, summary)
             if status == "completed" and best:
