@@ -11,8 +11,9 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 
+from .common import BUDGET_CLOCKS
+
 TASKS = ("code-exec", "listops")
-BUDGET_CLOCKS = ("wall", "cpu")
 LOSS_POSITIONS = ("prints", "all")
 
 

@@ -12,9 +12,9 @@ and the partial train-metric sums; so on CPU with the same thread count a resume
 uninterrupted run's bit for bit.
 
 Time budget (``TrainConfig.time_budget_minutes``): the checkpoint also stores the training loop's elapsed
-time on the budget's clock (wall, or process CPU with ``budget_clock="cpu"``), so a resumed run goes on spending the same budget; the run ends after the first step past it
-(final evaluation, checkpoint, ``"stopped": "time budget"`` in the summary). The clock does not affect the
-weights, so resume stays exact (only where a budgeted run stops depends on the machine's speed).
+time on the budget's clock (wall, or process CPU with ``budget_clock="cpu"``; :class:`.common.Budget`), so
+a resumed run goes on spending the same budget; the run ends after the first step past it (final evaluation,
+checkpoint, ``"stopped": "time budget"`` in the summary). The clock does not affect the weights, so resume stays exact (only where a budgeted run stops depends on the machine's speed).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import json
 import math
 import os
 import random
-import signal
 import time
 from pathlib import Path
 
@@ -32,7 +31,9 @@ import numpy as np
 import torch
 
 from . import _faults
-from .checkpoint import CheckpointError, load_checkpoint, read_pointer, save_checkpoint, write_json_atomic
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json_atomic
+from .common import (Budget, StopSignals, capture_rng, device_for_rank, diverged_message, init_distributed,
+                     restore_rng)
 from .config import TrainConfig, TrainConfigError
 from .data import (COUNT_KEYS, MAIN_METRIC, EncodedSplit, ResumableBatchSampler, eval_batches, make_loader,
                    objective, summarize)
@@ -82,47 +83,6 @@ def resume_config(run_dir: str | os.PathLike, overrides: dict) -> TrainConfig:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-def _dist():
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return None, 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist, dist.get_rank(), dist.get_world_size()
-
-
-def _device(rank: int) -> torch.device:
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", rank))
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
-    return torch.device("cpu")
-
-
-def _capture_rng() -> dict:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _restore_rng(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(_tuplify(state["python"]))
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _tuplify(x):
-    return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
-
 
 def load_data(cfg: TrainConfig, run_dir: Path, write: bool):
     """The run's splits: ``RUN_DIR/data`` if it exists, else read from ``cfg.data_dir`` or generated; on
@@ -199,38 +159,12 @@ def _score(task: str, metrics: dict) -> list:
 
 # ------------------------------------------------------------------------------------------ training
 
-class _Signals:
-    """SIGTERM and SIGINT ask the loop to save and stop after the current step (a second SIGINT
-    interrupts at once)."""
-
-    def __init__(self):
-        self.received = None
-        self._old = {}
-
-    def __enter__(self):
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signal.Signals(signum).name
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
 def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None) -> dict:
     """Runs ``cfg`` into ``cfg.out``; with ``resume`` continues from its last checkpoint (a fresh start
     if it has none). Returns the summary (also written to ``RUN_DIR/summary.json``).
 
     Raises ``ValueError`` (bad run directory, data, checkpoint) and :class:`TrainError` (divergence)."""
-    dist, rank, world = _dist()
+    dist, rank, world = init_distributed()
     try:
         return _train(cfg, resume, progress, dist, rank, world)
     finally:
@@ -249,7 +183,7 @@ def _train(cfg, resume, progress, dist, rank, world) -> dict:
         raise TrainConfigError("out", f"out {run_dir} already holds a run; resume it or choose another directory")
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    device = _device(rank)
+    device = device_for_rank(rank)
     if rank == 0:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -290,7 +224,7 @@ def _train(cfg, resume, progress, dist, rank, world) -> dict:
                 best, accum = st["best"], dict(st["accum"])
                 elapsed_before = float(st.get("elapsed_s", 0.0))  # absent in checkpoints older than budgets
                 rngs = st["rng"]
-                _restore_rng(rngs[rank] if len(rngs) == world else rngs[0])
+                restore_rng(rngs[rank] if len(rngs) == world else rngs[0])
             except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:
                 raise CheckpointError(f"checkpoint in {ckpt_root} does not fit this run ({e})") from None
             sampler_n = sampler.batches_per_epoch
@@ -315,22 +249,8 @@ def _train(cfg, resume, progress, dist, rank, world) -> dict:
                     f", run dir {run_dir}")
     loader = make_loader(train_set, sampler)
     status, t_last, t_start = "completed", time.time(), time.time()
-    budget_s = cfg.time_budget_minutes * 60.0 if cfg.time_budget_minutes is not None else None
-    clock = time.process_time if cfg.budget_clock == "cpu" else time.time
-    c_start = clock()
-
-    def elapsed():
-        """Training time of the whole run on the budget's clock (wall or process CPU): earlier sessions
-        (from the checkpoint) plus this one."""
-        return elapsed_before + (clock() - c_start)
-
-    def over_budget() -> bool:
-        if budget_s is None:
-            return False
-        over = torch.tensor([float(elapsed() > budget_s)], dtype=torch.float64)
-        if dist is not None:  # every process stops at the same step: rank 0's clock decides
-            dist.broadcast(over, src=0)
-        return bool(over[0] > 0)
+    budget = Budget(cfg.time_budget_minutes, cfg.budget_clock, elapsed_before, dist)
+    elapsed, over_budget = budget.elapsed, budget.spent
 
     out_of_time = step < total and over_budget()  # a resumed run whose budget is already spent
     if out_of_time and log is not None:
@@ -338,7 +258,7 @@ def _train(cfg, resume, progress, dist, rank, world) -> dict:
                     f"at step {step}); nothing to do (raise it with --time-budget)")
 
     def save(pointers):
-        rng = _capture_rng()
+        rng = capture_rng()
         rngs = [rng]
         if dist is not None:
             rngs = [None] * world
@@ -352,7 +272,7 @@ def _train(cfg, resume, progress, dist, rank, world) -> dict:
             dist.barrier()
 
     try:
-        with _Signals() as signals:
+        with StopSignals() as signals:
             while step < total and status == "completed" and not out_of_time:
                 sampler.set_position(epoch, batch_in_epoch)
                 for batch in loader:
@@ -368,14 +288,14 @@ def _train(cfg, resume, progress, dist, rank, world) -> dict:
                     if dist is not None:
                         dist.all_reduce(flags)
                     if flags[2] > 0:
-                        raise TrainError(_diverged(step + 1, "loss", loss_value, ckpt_root))
+                        raise TrainError(diverged_message(step + 1, "loss", loss_value, ckpt_root))
                     loss = loss_sum * (world / max(float(flags[0]), 1.0))
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(),
                                                            cfg.grad_clip if cfg.grad_clip else float("inf"))
                     if not math.isfinite(float(gnorm)):
-                        raise TrainError(_diverged(step + 1, "gradient norm", float(gnorm), ckpt_root))
+                        raise TrainError(diverged_message(step + 1, "gradient norm", float(gnorm), ckpt_root))
                     opt.step()
                     sched.step()
                     step += 1
@@ -470,16 +390,6 @@ def _open_log(*args, **kwargs):
 
 def _zero_accum(task: str) -> dict:
     return {"loss_sum": 0.0, "tokens": 0, "steps": 0, **{k: 0 for k in COUNT_KEYS[task]}}
-
-
-def _diverged(step: int, what: str, value: float, ckpt_root: Path) -> str:
-    try:
-        ptr = read_pointer(ckpt_root, "last")
-    except CheckpointError:
-        ptr = None
-    kept = (f"the last good checkpoint (step {ptr['step']}) is kept in {ckpt_root}; continue with --resume "
-            f"(e.g. with a lower --lr)") if ptr else "no checkpoint had been saved yet"
-    return f"{what} is {value} at step {step}; stopped before updating the weights; {kept}"
 
 
 def _fmt(task: str, m: dict) -> str:
