@@ -14,7 +14,8 @@ uninterrupted run's bit for bit.
 Time budget (``TrainConfig.time_budget_minutes``): the checkpoint also stores the training loop's elapsed
 time on the budget's clock (wall, or process CPU with ``budget_clock="cpu"``; :class:`.common.Budget`), so
 a resumed run goes on spending the same budget; the run ends after the first step past it (final evaluation,
-checkpoint, ``"stopped": "time budget"`` in the summary). The clock does not affect the weights, so resume stays exact (only where a budgeted run stops depends on the machine's speed).
+checkpoint, ``"stopped": "time budget"`` in the summary). The clock does not affect the weights, so resume
+stays exact (only where a budgeted run stops depends on the machine's speed).
 """
 
 from __future__ import annotations
