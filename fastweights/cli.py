@@ -339,6 +339,25 @@ def _train(args) -> int:
     return 0 if summary["status"] in ("completed", "stopped") else 1
 
 
+def _compare(args) -> int:
+    import json
+
+    from .train.compare import load_run, markdown_table, plot_runs, summarize_run
+
+    runs = [load_run(d) for d in args.run_dirs]
+    rows = [summarize_run(r, args.metric, test=args.test) for r in runs]
+    table = markdown_table(rows)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(table, end="")
+    if args.markdown:
+        open(args.markdown, "w", encoding="utf-8").write(table)
+    if args.plot:
+        plot_runs(runs, args.plot, args.metric, title=args.title)
+    return 0
+
+
 def _eval(args) -> int:
     import json
 
@@ -442,6 +461,16 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its last checkpoint (its saved config is used)")
         t.set_defaults(func=_train)
+
+    cmp_ = sub.add_parser("compare", help="one table row and one validation curve per run, on one time axis")
+    cmp_.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    cmp_.add_argument("--metric", default=None, help="validation metric (default: the task's main one)")
+    cmp_.add_argument("--test", action="store_true", help="also score each run's best checkpoint on the test split")
+    cmp_.add_argument("--plot", metavar="PNG", help="write the curves here")
+    cmp_.add_argument("--title", default=None, help="title of the plot")
+    cmp_.add_argument("--markdown", metavar="MD", help="write the table here")
+    cmp_.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
+    cmp_.set_defaults(func=_compare)
 
     ev = sub.add_parser("eval", help="test-split metrics of a training run's best-validation checkpoint")
     ev.add_argument("run_dir", metavar="RUN_DIR")

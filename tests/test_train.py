@@ -243,7 +243,7 @@ def test_resume_after_kill_9_gives_the_identical_loss_curve(tmp_path):
     assert max(r["step"] for r in records(run)) == 14  # records past the checkpoint exist...
     cli("train", "code-exec", "--out", str(run), "--resume", check=0)
     got, want = records(run), records(ref)  # ...and are replaced by the resumed run's
-    strip = lambda recs: [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in recs]
+    strip = lambda recs: [{k: v for k, v in r.items() if k not in ("tokens_per_s", "train_seconds")} for r in recs]
     assert strip(got) == strip(want)  # bitwise: JSON floats round-trip exactly
     assert [r["step"] for r in got if r["split"] == "train"] == list(range(1, 21))
     a = load_checkpoint(ref / "checkpoints", which="last")[1]
@@ -259,7 +259,7 @@ def test_resume_from_mid_epoch_after_kill_is_exact(tmp_path):
     assert cli("train", *args, "--out", str(run), fault="kill-at-step:10").returncode == -signal.SIGKILL
     assert last_step(run) == 8  # 6 batches per epoch: mid-epoch position (epoch 1, batch 2)
     cli("train", "listops", "--out", str(run), "--resume", check=0)
-    strip = lambda recs: [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in recs]
+    strip = lambda recs: [{k: v for k, v in r.items() if k not in ("tokens_per_s", "train_seconds")} for r in recs]
     assert strip(records(run)) == strip(records(ref))
 
 

@@ -126,3 +126,31 @@ class Budget:
         if self.dist is not None:
             self.dist.broadcast(over, src=0)
         return bool(over[0] > 0)
+
+
+def read_run_config(run_dir, name: str = "config.json") -> dict:
+    """The JSON object a run directory's ``config.json`` holds (one-line ``ValueError`` otherwise)."""
+    import json
+
+    path = Path(run_dir) / name
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError:
+        raise ValueError(f"{run_dir}: not a training run (no readable {name})") from None
+    except ValueError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    return data
+
+
+def config_changes(saved, overrides: dict, resumable, error_cls) -> dict:
+    """The fields of ``overrides`` that differ from the ``saved`` config, refusing (``error_cls(field,
+    message)``) any that may not change on resume (not in ``resumable``)."""
+    changes = {}
+    for name, value in overrides.items():
+        if getattr(saved, name) == value:
+            continue
+        if name not in resumable:
+            raise error_cls(name, f"cannot change {name} on resume: the run has {getattr(saved, name)!r}, "
+                                  f"got {value!r}")
+        changes[name] = value
+    return changes

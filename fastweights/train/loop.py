@@ -21,7 +21,6 @@ stays exact (only where a budgeted run stops depends on the machine's speed).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import random
@@ -33,8 +32,8 @@ import torch
 
 from . import _faults
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json_atomic
-from .common import (Budget, StopSignals, capture_rng, device_for_rank, diverged_message, init_distributed,
-                     restore_rng)
+from .common import (Budget, StopSignals, capture_rng, config_changes, device_for_rank, diverged_message,
+                     init_distributed, read_run_config, restore_rng)
 from .config import TrainConfig, TrainConfigError
 from .data import (COUNT_KEYS, MAIN_METRIC, EncodedSplit, ResumableBatchSampler, eval_batches, make_loader,
                    objective, summarize)
@@ -53,14 +52,7 @@ class TrainError(RuntimeError):
 # ------------------------------------------------------------------------------------------ config
 
 def load_run_config(run_dir: str | os.PathLike) -> TrainConfig:
-    path = Path(run_dir) / CONFIG
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError:
-        raise ValueError(f"{run_dir}: not a training run (no readable {CONFIG})") from None
-    except ValueError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    return TrainConfig.from_dict(data)
+    return TrainConfig.from_dict(read_run_config(run_dir, CONFIG))
 
 
 def resume_config(run_dir: str | os.PathLike, overrides: dict) -> TrainConfig:
@@ -68,14 +60,7 @@ def resume_config(run_dir: str | os.PathLike, overrides: dict) -> TrainConfig:
     time budget may change on resume; any other override that differs from the saved value raises
     ``TrainConfigError``."""
     saved = load_run_config(run_dir)
-    changes = {}
-    for name, value in overrides.items():
-        if getattr(saved, name) == value:
-            continue
-        if name not in RESUMABLE_OVERRIDES:
-            raise TrainConfigError(name, f"cannot change {name} on resume: the run has {getattr(saved, name)!r}, "
-                                         f"got {value!r}")
-        changes[name] = value
+    changes = config_changes(saved, overrides, RESUMABLE_OVERRIDES, TrainConfigError)
     if "steps" in changes:
         changes.setdefault("epochs", None)
     if "epochs" in changes:
@@ -322,14 +307,16 @@ def _train(cfg, resume, progress, dist, rank, world) -> dict:
                         if log is not None:
                             log.record({"step": step, "split": "train", **summarize(cfg.task, totals),
                                         "lr": sched.get_last_lr()[0], "epoch": epoch,
-                                        "tokens_per_s": totals["tokens"] / max(now - t_last, 1e-9)})
+                                        "tokens_per_s": totals["tokens"] / max(now - t_last, 1e-9),
+                                        "train_seconds": round(elapsed(), 3)})
                         accum, t_last = _zero_accum(cfg.task), now
                     evaluating = step % cfg.eval_interval == 0 or last
                     if evaluating:
                         pointers = ["last"]
                         if rank == 0:
                             metrics = evaluate(model, valid_set, cfg.eval_batch_size, device, cfg.loss_positions)
-                            log.record({"step": step, "split": "valid", **metrics})
+                            log.record({"step": step, "split": "valid", **metrics,
+                                        "train_seconds": round(elapsed(), 3)})
                             log.plot()
                             score = _score(cfg.task, metrics)
                             if best is None or score > best["score"]:

@@ -3,8 +3,9 @@ progress bar on a terminal (plain log lines otherwise).
 
 ``metrics.jsonl``: one JSON object per line, ``{"step", "split": "train" | "valid", "loss", ...}`` with
 ``print_acc``/``seq_acc`` (code execution) or ``acc`` (ListOps); train records also have ``lr``,
-``epoch``, ``tokens_per_s``. On resume, records after the checkpoint's step are dropped (they are
-written again by the resumed run), and TensorBoard events after it are purged.
+``epoch``, ``tokens_per_s``; every record has ``train_seconds``, the run's time so far on its budget
+clock. On resume, records after the checkpoint's step are dropped (they are written again by the resumed
+run), and TensorBoard events after it are purged.
 """
 
 from __future__ import annotations

@@ -1,0 +1,147 @@
+"""Side-by-side view of several finished runs: one table row and one learning curve per run.
+
+``fastweights compare RUN_DIR... --plot PNG --markdown MD`` is how ``results/algorithmic.md`` is made:
+each run's steps, time spent on its budget clock, best validation score (and, with ``test=True``, the
+test-split score of its best-validation checkpoint), and a figure of the validation metric against the
+time spent, so that runs given the same budget can be read off one axis.
+
+Runs written before records carried ``train_seconds`` are placed on the time axis by scaling their
+steps to the run's total training time (evaluations are then spread evenly; the plot says so).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .checkpoint import CheckpointError
+from .data import MAIN_METRIC
+from .runlog import read_metrics
+
+LOWER_IS_BETTER = ("loss", "perplexity", "ppl")
+
+
+def load_run(run_dir: str | os.PathLike) -> dict:
+    """``{"dir", "name", "config", "summary", "records"}`` of one run directory (ValueError if it is not one)."""
+    run_dir = Path(run_dir)
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{run_dir}: not a run directory (no config.json)") from None
+    except ValueError as e:
+        raise ValueError(f"{run_dir}/config.json: not valid JSON ({e})") from None
+    summary = {}
+    if (run_dir / "summary.json").exists():
+        try:
+            summary = json.loads((run_dir / "summary.json").read_text())
+        except ValueError:
+            summary = {}
+    return {"dir": str(run_dir), "name": run_dir.name, "config": config, "summary": summary,
+            "records": read_metrics(run_dir)}
+
+
+def default_metric(run: dict) -> str:
+    return MAIN_METRIC.get(run["config"].get("task"), "loss")
+
+
+def _minutes(run: dict, recs: list[dict]) -> tuple[list[float], bool]:
+    """Minutes on the run's budget clock at each record, and whether they were measured (not scaled)."""
+    if recs and all(r.get("train_seconds") is not None for r in recs):
+        return [r["train_seconds"] / 60 for r in recs], True
+    total_s, last = run["summary"].get("train_seconds"), run["summary"].get("step")
+    if not total_s or not last:
+        last = max((r["step"] for r in run["records"]), default=1)
+        total_s = 60.0 * last  # no clock at all: one "minute" per step, flagged as not measured
+    return [r["step"] / last * total_s / 60 for r in recs], False
+
+
+def summarize_run(run: dict, metric: str | None = None, test: bool = False) -> dict:
+    """One table row: model, steps, minutes, best validation ``metric`` (and its step), final validation
+    ``metric``; with ``test`` also the test metrics of the best-validation checkpoint."""
+    metric = metric or default_metric(run)
+    valid = [r for r in run["records"] if r.get("split") == "valid" and r.get(metric) is not None]
+    lower = metric in LOWER_IS_BETTER
+    best = (min if lower else max)(valid, key=lambda r: r[metric]) if valid else None
+    s, cfg = run["summary"], run["config"]
+    row = {"run": run["name"], "model": cfg.get("model"), "steps": s.get("step"),
+           "minutes": round(s["train_seconds"] / 60, 2) if s.get("train_seconds") is not None else None,
+           "clock": s.get("budget_clock", cfg.get("budget_clock", "wall")), "metric": metric,
+           "best_valid": best[metric] if best else None, "best_step": best["step"] if best else None,
+           "final_valid": valid[-1][metric] if valid else None, "stopped": s.get("stopped")}
+    if test:
+        from .loop import evaluate_run
+
+        try:
+            row["test"] = evaluate_run(run["dir"], "test", "best")
+        except (CheckpointError, ValueError) as e:
+            row["test"] = {"error": str(e)}
+    return row
+
+
+def plot_runs(runs: list[dict], out: str | os.PathLike, metric: str | None = None, title: str | None = None) -> None:
+    """Validation ``metric`` against minutes on the budget clock, one line per run; written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    measured_all = True
+    for run in runs:
+        m = metric or default_metric(run)
+        recs = [r for r in run["records"] if r.get("split") == "valid" and r.get(m) is not None]
+        if not recs:
+            continue
+        xs, measured = _minutes(run, recs)
+        measured_all &= measured
+        ax.plot(xs, [r[m] for r in recs], "o-", markersize=3, label=run["config"].get("model", run["name"]))
+    clock = {r["summary"].get("budget_clock", "wall") for r in runs}
+    unit = "CPU minutes" if clock == {"cpu"} else "minutes"
+    ax.set_xlabel(f"{unit} of training{'' if measured_all else ' (steps scaled to each run’s total)'}")
+    ax.set_ylabel(f"validation {metric or default_metric(runs[0])}")
+    if (metric or default_metric(runs[0])) not in LOWER_IS_BETTER:
+        ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, out)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The rows as a Markdown table (scores in percent where they are accuracies)."""
+    def pct(v, metric):
+        if v is None:
+            return "–"
+        return f"{v:.2f}" if metric in LOWER_IS_BETTER else f"{100 * v:.1f}%"
+
+    has_test = any("test" in r for r in rows)
+    head = ["model", "steps", "minutes", "best valid", "at step", "final valid"]
+    if has_test:
+        head += ["test (best ckpt)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [str(r["model"]), str(r["steps"]), f"{r['minutes']:.1f}" if r["minutes"] is not None else "–",
+                 pct(r["best_valid"], r["metric"]), str(r["best_step"]), pct(r["final_valid"], r["metric"])]
+        if has_test:
+            t = r.get("test", {})
+            cells.append(_test_cell(t))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _test_cell(t: dict) -> str:
+    if "error" in t:
+        return "error"
+    if "print_acc" in t:
+        return f"{100 * t['print_acc']:.1f}% print / {100 * t['seq_acc']:.1f}% seq"
+    if "acc" in t:
+        return f"{100 * t['acc']:.1f}%"
+    return "–"
