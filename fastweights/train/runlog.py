@@ -2,8 +2,8 @@
 progress bar on a terminal (plain log lines otherwise).
 
 ``metrics.jsonl``: one JSON object per line, ``{"step", "split": "train" | "valid", "loss", ...}`` with
-``print_acc``/``seq_acc`` (code execution) or ``acc`` (ListOps); train records also have ``lr``,
-``epoch``, ``tokens_per_s``; every record has ``train_seconds``, the run's time so far on its budget
+``print_acc``/``seq_acc`` (code execution), ``acc`` (ListOps) or ``ppl`` (language model); train records
+also have ``lr``, ``epoch``, ``tokens_per_s``; every record has ``train_seconds``, the run's time so far on its budget
 clock. On resume, records after the checkpoint's step are dropped (they are written again by the resumed
 run), and TensorBoard events after it are purged.
 """
@@ -102,7 +102,7 @@ class RunLog:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        acc_keys = ("print_acc", "seq_acc") if self.task == "code-exec" else ("acc",)
+        acc_keys, ylabel, ylim = _second_panel(self.task)
         fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
         for split, style in (("train", "-"), ("valid", "o-")):
             recs = [r for r in self.history if r["split"] == split]
@@ -117,8 +117,11 @@ class RunLog:
         ax_loss.set_ylabel("loss (nats)")
         ax_loss.set_yscale("log")
         ax_acc.set_xlabel("step")
-        ax_acc.set_ylabel("accuracy")
-        ax_acc.set_ylim(0, 1)
+        ax_acc.set_ylabel(ylabel)
+        if ylim == "log":
+            ax_acc.set_yscale("log")
+        else:
+            ax_acc.set_ylim(*ylim)
         for ax in (ax_loss, ax_acc):
             ax.grid(alpha=0.3)
             ax.legend()
@@ -139,13 +142,23 @@ class RunLog:
         self._file.close()
 
 
+def _second_panel(task: str):
+    """(metric keys, y label, y limits or "log") of the plot's second panel and the progress line."""
+    if task == "code-exec":
+        return ("print_acc", "seq_acc"), "accuracy", (0, 1)
+    if task == "lm":
+        return ("ppl",), "perplexity", "log"
+    return ("acc",), "accuracy", (0, 1)
+
+
 def _fmt_info(task: str, info: dict) -> str:
     parts = []
     if info.get("loss") is not None:
         parts.append(f"loss {info['loss']:.4f}")
-    for k in (("print_acc", "seq_acc") if task == "code-exec" else ("acc",)):
+    keys, _, ylim = _second_panel(task)
+    for k in keys:
         if info.get(k) is not None:
-            parts.append(f"{k} {100 * info[k]:.1f}%")
+            parts.append(f"{k} {info[k]:.2f}" if ylim == "log" else f"{k} {100 * info[k]:.1f}%")
     if info.get("tokens_per_s"):
         parts.append(f"{info['tokens_per_s']:,.0f} tok/s")
     return " | ".join(parts)
