@@ -2,8 +2,8 @@
 
 ``fastweights compare RUN_DIR... --plot PNG --markdown MD`` is how ``results/algorithmic.md`` is made:
 each run's steps, time spent on its budget clock, best validation score (and, with ``test=True``, the
-test-split score of its best-validation checkpoint), and a figure of the validation metric against the
-time spent, so that runs given the same budget can be read off one axis.
+test-split score of its best-validation checkpoint), and a figure of the training loss and the validation
+metric against the time spent, so that runs given the same budget can be read off one axis.
 
 Runs written before records carried ``train_seconds`` are placed on the time axis by scaling their
 steps to the run's total training time (evaluations are then spread evenly; the plot says so).
@@ -80,32 +80,38 @@ def summarize_run(run: dict, metric: str | None = None, test: bool = False) -> d
 
 
 def plot_runs(runs: list[dict], out: str | os.PathLike, metric: str | None = None, title: str | None = None) -> None:
-    """Validation ``metric`` against minutes on the budget clock, one line per run; written atomically."""
+    """Two panels against minutes on the budget clock, one line per run: the training loss (every logged
+    record) and the validation ``metric``. Written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    metric = metric or default_metric(runs[0])
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(12, 4.5))
     measured_all = True
-    for run in runs:
-        m = metric or default_metric(run)
-        recs = [r for r in run["records"] if r.get("split") == "valid" and r.get(m) is not None]
-        if not recs:
-            continue
-        xs, measured = _minutes(run, recs)
-        measured_all &= measured
-        ax.plot(xs, [r[m] for r in recs], "o-", markersize=3, label=run["config"].get("model", run["name"]))
+    for i, run in enumerate(runs):
+        color, label = f"C{i % 10}", run["config"].get("model", run["name"])
+        for ax, split, key, style in ((ax_loss, "train", "loss", "-"), (ax_val, "valid", metric, "o-")):
+            recs = [r for r in run["records"] if r.get("split") == split and r.get(key) is not None]
+            if not recs:
+                continue
+            xs, measured = _minutes(run, recs)
+            measured_all &= measured
+            ax.plot(xs, [r[key] for r in recs], style, color=color, markersize=3, linewidth=1.2, label=label)
     clock = {r["summary"].get("budget_clock", "wall") for r in runs}
-    unit = "CPU minutes" if clock == {"cpu"} else "minutes"
-    ax.set_xlabel(f"{unit} of training{'' if measured_all else ' (steps scaled to each run’s total)'}")
-    ax.set_ylabel(f"validation {metric or default_metric(runs[0])}")
-    if (metric or default_metric(runs[0])) not in LOWER_IS_BETTER:
-        ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
+    xlabel = (f"{'CPU minutes' if clock == {'cpu'} else 'minutes'} of training"
+              f"{'' if measured_all else ' (steps scaled to each run’s total)'}")
+    ax_loss.set_ylabel("training loss (nats)")
+    ax_val.set_ylabel(f"validation {metric}")
+    if metric not in LOWER_IS_BETTER:
+        ax_val.set_ylim(0, 1)
+    for ax in (ax_loss, ax_val):
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    ax_val.legend(fontsize=8, ncol=2)
     if title:
-        ax.set_title(title)
+        fig.suptitle(title)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
