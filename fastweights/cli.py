@@ -361,7 +361,19 @@ def _compare(args) -> int:
 def _eval(args) -> int:
     import json
 
+    from .cli_lm import LM_EVAL_FLAGS, eval_lm_command
+    from .cli_rl import maybe_eval
     from .train import evaluate_run
+    from .train.lm import is_lm_run
+
+    rl_code = maybe_eval(args)
+    if rl_code is not None:
+        return rl_code
+    if is_lm_run(args.run_dir):
+        return eval_lm_command(args)
+    for field, flag in LM_EVAL_FLAGS.items():
+        if getattr(args, field, None) is not None:
+            raise ValueError(f"{flag}: applies to language-model runs only; {args.run_dir} is not one")
 
     result = evaluate_run(args.run_dir, split=args.split, which=args.checkpoint)
     if args.json:
@@ -377,6 +389,8 @@ def _eval(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import cli_lm, cli_rl
+
     parser = argparse.ArgumentParser(prog="fastweights", description="Fast Weight Programmers for PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -410,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     bstep.add_argument("--json", nargs="?", const="-", metavar="PATH",
                        help="write the rows as JSON to PATH (bare --json: to stdout, instead of the table)")
     bstep.set_defaults(func=_bench_step)
+    cli_lm.add_bench_generate(bench_sub)
 
     models = sub.add_parser("models", help="every layer name with its model's parameter count at one size")
     models.add_argument("--d-model", type=_positive_int("--d-model"), default=128)
@@ -447,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
             d.add_argument("--ops", type=_listops_ops, default=["MIN", "MAX", "FIRST"],
                            help="comma-separated operators from MIN,MAX,FIRST,MED,SM (default MIN,MAX,FIRST)")
         d.set_defaults(func=_data)
+    cli_lm.add_data_wikitext(data_sub)
     train_p = sub.add_parser("train", help="train a model on an algorithmic task (the paper's recipe by default)")
     train_sub = train_p.add_subparsers(dest="task", required=True)
     for name, help_ in (("code-exec", "code execution: print accuracy and sequence accuracy"),
@@ -461,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its last checkpoint (its saved config is used)")
         t.set_defaults(func=_train)
+    cli_lm.add_train_lm(train_sub)
+    cli_rl.add_train_parsers(train_sub)
 
     cmp_ = sub.add_parser("compare", help="one table row and one validation curve per run, on one time axis")
     cmp_.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -477,7 +495,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
     ev.add_argument("--split", choices=["train", "valid", "test"], default="test")
     ev.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    cli_lm.add_eval_lm_flags(ev)
+    cli_rl.add_eval_flags(ev)
     ev.set_defaults(func=_eval)
+    cli_lm.add_generate(sub)
     return parser
 
 

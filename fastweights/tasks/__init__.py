@@ -5,15 +5,17 @@
 - :mod:`fastweights.tasks.listops`: ``generate(n, depth, seed, ops=("MIN", "MAX", "FIRST"))``,
   ``evaluate(tokens)``, ``depth_of(tokens)``;
 - :mod:`fastweights.tasks.splits`: ``make_splits``, ``write_splits``, ``load_splits``, ``read_split``,
-  the fixed vocabularies and ``to_tensors``.
+  the fixed vocabularies and ``to_tensors``;
+- :mod:`fastweights.tasks.wikitext`: WikiText-103 word-level corpus (``load_corpus`` with its tokenised
+  cache, ``download``).
 
 No model code here, and no torch import at module load (only :func:`to_tensors` needs it).
 """
 
-from . import code_execution, listops
+from . import code_execution, listops, wikitext
 from .splits import (CODE_EXEC_SRC_VOCAB, CODE_EXEC_TGT_VOCAB, LISTOPS_NUM_CLASSES, LISTOPS_VOCAB, SPLITS, TASKS,
                      Splits, Vocab, encode, load_splits, make_splits, read_split, to_tensors, write_splits)
 
-__all__ = ["code_execution", "listops", "make_splits", "write_splits", "load_splits", "read_split", "Splits",
-           "Vocab", "encode", "to_tensors", "CODE_EXEC_SRC_VOCAB", "CODE_EXEC_TGT_VOCAB", "LISTOPS_VOCAB",
+__all__ = ["code_execution", "listops", "wikitext", "make_splits", "write_splits", "load_splits", "read_split",
+           "Splits", "Vocab", "encode", "to_tensors", "CODE_EXEC_SRC_VOCAB", "CODE_EXEC_TGT_VOCAB", "LISTOPS_VOCAB",
            "LISTOPS_NUM_CLASSES", "SPLITS", "TASKS"]

@@ -40,8 +40,12 @@ class RunLog:
     """Rank 0's writer of metrics, TensorBoard events, plots and progress for one run directory."""
 
     def __init__(self, run_dir: Path, task: str, total_steps: int, start_step: int, progress: bool | None = None,
-                 tensorboard: bool = True):
+                 tensorboard: bool = True, formatter=None, plotter=None):
+        """``formatter(record) -> str`` and ``plotter(history, png_path, title)`` replace the algorithmic
+        tasks' line format and curves (the RL loop passes its own)."""
         self.run_dir, self.task, self.total = Path(run_dir), task, total_steps
+        self._format = formatter or (lambda info: _fmt_info(task, info))
+        self._plotter = plotter
         self.history = [r for r in read_metrics(run_dir) if r.get("step", 0) <= start_step]
         tmp = self.run_dir / f".{METRICS}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
@@ -77,7 +81,7 @@ class RunLog:
     def step(self, step: int, info: dict) -> None:
         """Per-step progress (the bar only; plain mode prints at each record)."""
         if self._bar is not None:
-            self._bar.update(self._task_id, completed=step, info=_fmt_info(self.task, info))
+            self._bar.update(self._task_id, completed=step, info=self._format(info))
 
     def record(self, rec: dict) -> None:
         rec = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()}
@@ -91,14 +95,19 @@ class RunLog:
             self.tb.flush()
         if rec["split"] == "train":
             if self._bar is None:
-                self.message(f"step {rec['step']}/{self.total} | {_fmt_info(self.task, rec)}")
+                self.message(f"step {rec['step']}/{self.total} | {self._format(rec)}")
         else:
-            self.message(f"valid at step {rec['step']}: {_fmt_info(self.task, rec)}")
+            self.message(f"{rec['split']} at step {rec['step']}: {self._format(rec)}")
 
     def plot(self) -> None:
         """Redraws ``curves.png`` (loss and accuracy against step, train and valid), atomically."""
         import matplotlib
 
+        if self._plotter is not None:
+            tmp = self.run_dir / f".{PLOT}.tmp.png"
+            self._plotter(self.history, tmp, self.run_dir.name)
+            os.replace(tmp, self.run_dir / PLOT)
+            return
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 

@@ -1,0 +1,143 @@
+"""The whole RL stack on the memory environment: actor processes, the bounded queue, a dead actor,
+the command line (train, resume, eval, errors), NaN stops, and the end-to-end check that memory cores
+learn cue recall while the memoryless core stays at chance."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fastweights.rl import RLConfig, RLError, evaluate_rl_run, train
+
+
+def _cfg(tmp_path, name, **kw):
+    base = dict(env="memory", cues=2, delay=3, features=32, core_dim=32, core_ff=64, batch_size=16, unroll=20,
+                lr=2e-3, actors=0, threads=1, log_interval=20, save_interval=50, out=str(tmp_path / name))
+    base.update(kw)
+    return RLConfig(**base)
+
+
+class _Result:
+    def __init__(self, code, out, err):
+        self.returncode, self.stdout, self.stderr = code, out, err
+
+
+def _cli(capsys, *args):
+    """Runs the command line in this process (a subprocess would spend seconds importing torch)."""
+    from fastweights.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return _Result(code, out, err)
+
+
+# ---- end to end: memory is needed and is learned ---------------------------------------------------------
+
+@pytest.mark.parametrize("core,frames", [("lstm", 40_000), ("rdn", 40_000)])
+def test_memory_cores_solve_cue_recall(tmp_path, core, frames):
+    cfg = _cfg(tmp_path, core, core=core, frames=frames)
+    summary = train(cfg, progress=False)
+    assert summary["status"] == "completed"
+    result = evaluate_rl_run(cfg.out, episodes=200)
+    assert result["success"] >= 0.95, result["success"]
+
+
+def test_memoryless_core_stays_at_chance(tmp_path):
+    cfg = _cfg(tmp_path, "ff", core="ff", frames=40_000)
+    train(cfg, progress=False)
+    result = evaluate_rl_run(cfg.out, episodes=400)
+    # the query looks the same whatever the cue: a greedy memoryless policy wins half the time
+    assert 0.35 <= result["success"] <= 0.65, result["success"]
+
+
+# ---- actor processes ---------------------------------------------------------------------------------
+
+def test_actor_processes_feed_the_learner(tmp_path):
+    cfg = _cfg(tmp_path, "procs", core="rdn", frames=16 * 20 * 6, actors=2, log_interval=2)
+    t0 = time.time()
+    summary = train(cfg, progress=False)
+    assert summary["status"] == "completed" and summary["step"] == 6
+    records = [json.loads(line) for line in open(tmp_path / "procs" / "metrics.jsonl")]
+    assert records[-1]["frames"] == 16 * 20 * 6 and records[-1]["episodes"] > 0
+    assert (tmp_path / "procs" / "curves.png").exists()
+    assert time.time() - t0 < 120
+
+
+@pytest.mark.parametrize("fault,expect", [("actor-crash:2", "exited with code 1; its last error: RuntimeError: "
+                                                             "injected fault"),
+                                          ("actor-kill:1", "killed by signal 9")])
+def test_dead_actor_raises_a_clear_error(tmp_path, monkeypatch, fault, expect):
+    monkeypatch.setenv("FASTWEIGHTS_FAULT", fault)
+    cfg = _cfg(tmp_path, "dead", core="ff", frames=10 ** 7, actors=2, queue_size=1)
+    t0 = time.time()
+    with pytest.raises(RLError) as e:
+        train(cfg, progress=False)
+    assert "actor 0" in str(e.value) and expect in str(e.value)
+    assert time.time() - t0 < 60  # never hangs
+
+
+# ---- command line ------------------------------------------------------------------------------------
+
+def test_cli_train_resume_eval(tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["--core", "ff", "--delay", "2", "--features", "16", "--core-dim", "16", "--actors", "0",
+              "--threads", "1", "--out", str(out), "--log-interval", "5", "--save-interval", "5"]
+    r = _cli(capsys, "train", "memory", *common, "--frames", "3200")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "summary.json").read_text())["step"] == 10
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["kind"] == "rl" and cfg["core"] == "ff"
+    r = _cli(capsys, "train", "memory", "--out", str(out), "--resume", "--frames", "6.4e3")
+    assert r.returncode == 0, r.stderr
+    assert "resuming at step 10" in r.stderr
+    assert json.loads((out / "summary.json").read_text())["step"] == 20
+    r = _cli(capsys, "eval", str(out), "--episodes", "12", "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["episodes"] == 12 and res["step"] == 20 and "return_std" in res and 0 <= res["success"] <= 1
+    r = _cli(capsys, "eval", str(out), "--episodes", "5")
+    assert r.returncode == 0 and "return" in r.stdout and "+-" in r.stdout
+    r = _cli(capsys, "train", "memory", "--out", str(out), "--resume", "--core", "rdn")
+    assert r.returncode == 2 and r.stderr.strip().startswith("fastweights: error: --core: cannot change core")
+
+
+@pytest.mark.parametrize("args,flag", [(["--lr", "fast"], "--lr"), (["--core", "gru"], "--core"),
+                                       (["--delay", "-3"], "--delay"), (["--frames", "2.5"], "--frames"),
+                                       (["--batch-size", "16", "--actors", "3"], "--actors")])
+def test_cli_bad_flags_give_one_line(tmp_path, capsys, args, flag):
+    r = _cli(capsys, "train", "memory", *args, "--out", str(tmp_path / "x"))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"fastweights: error: {flag}"), r.stderr
+
+
+def test_nan_loss_stops_keeping_the_checkpoint(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FASTWEIGHTS_FAULT", "nan-at-step:3")
+    out = tmp_path / "nan"
+    r = _cli(capsys, "train", "memory", "--core", "ff", "--features", "8", "--actors", "0", "--out", str(out),
+             "--frames", "1e5", "--save-interval", "2")
+    assert r.returncode == 1
+    assert "loss is nan at step 3" in r.stderr and "step 2" in r.stderr
+    assert json.loads((out / "checkpoints" / "last.json").read_text())["step"] == 2
+
+
+def test_sigterm_saves_and_stops(tmp_path):
+    import signal
+
+    out = tmp_path / "term"
+    proc = subprocess.Popen([sys.executable, "-m", "fastweights.cli", "train", "memory", "--core", "ff",
+                             "--features", "8", "--actors", "0", "--out", str(out), "--frames", "1e8",
+                             "--save-interval", "100000"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text().strip():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "stopped" and summary["stopped"] == "SIGTERM"
+    assert json.loads((out / "checkpoints" / "last.json").read_text())["step"] == summary["step"]
