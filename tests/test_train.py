@@ -340,27 +340,31 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert state["step"] == summary["step"]
 
 
-def test_damaged_checkpoints_give_one_line_errors(tmp_path):
+def test_damaged_checkpoints_give_one_line_errors(tmp_path, capsys):
+    """In-process CLI calls (the subprocess path of the same errors is covered by the kill/NaN tests)."""
     run = tmp_path / "run"
-    cli("train", *LISTOPS, "--model", "deltanet", *TINY, "--steps", "4", "--eval-interval", "4", "--out", str(run),
-        check=0)
+    assert main(["train", *LISTOPS, "--model", "deltanet", *TINY, "--steps", "4", "--eval-interval", "4", "--out",
+                 str(run)]) == 0
+    capsys.readouterr()
+
+    def one_error(argv, needle):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("fastweights: error:") and needle in err[0], err
+
     ckpt = run / "checkpoints" / "step-00000004"
     weights = ckpt / "model.safetensors"
     good = weights.read_bytes()
     weights.write_bytes(good[:100])  # truncated
-    proc = cli("eval", str(run), check=2)
-    assert len(error_lines(proc)) == 1 and "model.safetensors" in proc.stderr
+    one_error(["eval", str(run)], "model.safetensors")
     weights.write_bytes(good)
     (ckpt / "trainer.pt").write_bytes(b"\x00garbage")
     with pytest.raises(CheckpointError):
         load_checkpoint(run / "checkpoints")
-    proc = cli("train", "listops", "--out", str(run), "--resume", check=2)
-    assert len(error_lines(proc)) == 1 and "trainer.pt" in proc.stderr
+    one_error(["train", "listops", "--out", str(run), "--resume"], "trainer.pt")
     (run / "checkpoints" / "last.json").write_text("{not json")
-    proc = cli("train", "listops", "--out", str(run), "--resume", check=2)
-    assert len(error_lines(proc)) == 1 and "last.json" in proc.stderr
-    proc = cli("eval", str(tmp_path / "nothing"), check=2)
-    assert len(error_lines(proc)) == 1
+    one_error(["train", "listops", "--out", str(run), "--resume"], "last.json")
+    one_error(["eval", str(tmp_path / "nothing")], "nothing")
 
 
 def test_resume_refuses_to_change_the_model(tmp_path, capsys):
