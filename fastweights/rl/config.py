@@ -6,10 +6,12 @@ A bad value raises :class:`RLConfigError` (a ``ValueError``) naming the field an
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass, fields
 
+from ..train import config as _train_config
 from ..train.common import BUDGET_CLOCKS
 
 ENVS = ("atari", "memory")
@@ -23,26 +25,8 @@ class RLConfigError(ValueError):
         self.field = field_name
 
 
-def _int(name, value, low, optional=False):
-    if optional and value is None:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise RLConfigError(name, f"{name} must be an integer >= {low}{' or None' if optional else ''}, got {value!r}")
-
-
-def _number(name, value, low=None, high=None, low_open=False, high_open=False, optional=False):
-    if optional and value is None:
-        return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value < high if high_open else value <= high
-    if not ok:
-        lo = "" if low is None else f" {'>' if low_open else '>='} {low}"
-        hi = "" if high is None else f" and {'<' if high_open else '<='} {high}"
-        raise RLConfigError(name, f"{name} must be a finite number{lo}{hi}{' or None' if optional else ''}, "
-                                  f"got {value!r}")
+_int = functools.partial(_train_config._int, error=RLConfigError)
+_number = functools.partial(_train_config._number, error=RLConfigError)
 
 
 @dataclass
@@ -173,7 +157,7 @@ class RLConfig:
         _number("grad_clip", self.grad_clip, 0.0, low_open=True, optional=True)
         _number("entropy_cost", self.entropy_cost, 0.0)
         _number("baseline_cost", self.baseline_cost, 0.0)
-        _number("discount", self.discount, 0.0, 1.0)
+        _number("discount", self.discount, 0.0, 1.0, high_open=False)
         _number("reward_clip", self.reward_clip, 0.0, low_open=True, optional=True)
         _number("clip_rho", self.clip_rho, 0.0, low_open=True, optional=True)
         _number("clip_pg_rho", self.clip_pg_rho, 0.0, low_open=True, optional=True)

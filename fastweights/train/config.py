@@ -29,26 +29,30 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _int(name, value, low, optional=False):
+def _int(name, value, low, optional=False, error=TrainConfigError):
+    """Raises ``error(name, message)`` unless ``value`` is an int >= ``low`` (or None, if ``optional``).
+    Shared by the configs of every loop (supervised, language model, RL), each with its error class."""
     if optional and value is None:
         return
     if not _is_int(value) or value < low:
-        raise TrainConfigError(name, f"{name} must be an integer >= {low}, got {value!r}")
+        raise error(name, f"{name} must be an integer >= {low}{' or None' if optional else ''}, got {value!r}")
 
 
-def _number(name, value, low=None, high=None, low_open=False, optional=False):
+def _number(name, value, low=None, high=None, low_open=False, high_open=True, optional=False,
+            error=TrainConfigError):
+    """Raises ``error(name, message)`` unless ``value`` is a finite number within the bounds (each open or
+    closed), or None if ``optional``."""
     if optional and value is None:
         return
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok and low is not None:
         ok = value > low if low_open else value >= low
     if ok and high is not None:
-        ok = value < high
+        ok = value < high if high_open else value <= high
     if not ok:
         lo = "" if low is None else f" {'>' if low_open else '>='} {low}"
-        hi = "" if high is None else f" and < {high}"
-        raise TrainConfigError(name, f"{name} must be a finite number{lo}{hi}"
-                                     f"{' or None' if optional else ''}, got {value!r}")
+        hi = "" if high is None else f" and {'<' if high_open else '<='} {high}"
+        raise error(name, f"{name} must be a finite number{lo}{hi}{' or None' if optional else ''}, got {value!r}")
 
 
 @dataclass
