@@ -154,3 +154,27 @@ def config_changes(saved, overrides: dict, resumable, error_cls) -> dict:
                                   f"got {value!r}")
         changes[name] = value
     return changes
+
+
+def gather_from_ranks(dist, world: int, obj) -> list:
+    """``[obj]`` in one process; under DDP every process's ``obj``, in rank order (for checkpoints that keep
+    each process's RNG or carried state)."""
+    if dist is None:
+        return [obj]
+    out = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def share_best(dist, best, step: int, pointers: list) -> tuple:
+    """Rank 0's best-validation record on every process, and the checkpoint pointers to write at ``step``
+    (``"best"`` added where rank 0 found a new best at this step). Unchanged in one process."""
+    if dist is None:
+        return best, pointers
+    shared = [best]
+    dist.broadcast_object_list(shared, src=0)
+    best = shared[0]
+    if best["step"] == step:
+        pointers = ["last", "best"]
+    return best, pointers
+

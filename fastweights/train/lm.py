@@ -42,7 +42,7 @@ import torch.nn as nn
 from . import _faults
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json_atomic
 from .common import (Budget, StopSignals, capture_rng, config_changes, device_for_rank, diverged_message,
-                     init_distributed, read_run_config, restore_rng)
+                     gather_from_ranks, init_distributed, read_run_config, restore_rng, share_best)
 from .lm_config import LMConfig, LMConfigError
 
 CONFIG = "config.json"
@@ -320,12 +320,8 @@ def _train(cfg: LMConfig, resume, progress, dist, rank, world) -> dict:
                     f"at step {step}); nothing to do (raise it with --time-budget)")
 
     def save(pointers):
-        rng = capture_rng()
-        rngs, carries = [rng], [_to_device(carried, "cpu")]
-        if dist is not None:
-            rngs, carries = [None] * world, [None] * world
-            dist.all_gather_object(rngs, rng)
-            dist.all_gather_object(carries, _to_device(carried, "cpu"))
+        rngs = gather_from_ranks(dist, world, capture_rng())
+        carries = gather_from_ranks(dist, world, _to_device(carried, "cpu"))
         if rank == 0:
             state = {"epoch": epoch, "segment": seg, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "rng": rngs, "carry": carries, "best": best, "accum": accum, "world_size": world,
@@ -396,12 +392,7 @@ def _train(cfg: LMConfig, resume, progress, dist, rank, world) -> dict:
                         if best is None or m["loss"] < best["loss"]:
                             best = {"step": step, "loss": m["loss"], "ppl": m["perplexity"]}
                             pointers.append("best")
-                    if dist is not None:
-                        shared = [best]
-                        dist.broadcast_object_list(shared, src=0)
-                        best = shared[0]
-                        if best["step"] == step:
-                            pointers = ["last", "best"]
+                    best, pointers = share_best(dist, best, step, pointers)
                     save(pointers)
                     t_last = time.time()
                 elif cfg.save_interval and step % cfg.save_interval == 0:

@@ -33,7 +33,7 @@ import torch
 from . import _faults
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json_atomic
 from .common import (Budget, StopSignals, capture_rng, config_changes, device_for_rank, diverged_message,
-                     init_distributed, read_run_config, restore_rng)
+                     gather_from_ranks, init_distributed, read_run_config, restore_rng, share_best)
 from .config import TrainConfig, TrainConfigError
 from .data import (COUNT_KEYS, MAIN_METRIC, EncodedSplit, ResumableBatchSampler, eval_batches, make_loader,
                    objective, summarize)
@@ -244,11 +244,7 @@ def _train(cfg, resume, progress, dist, rank, world) -> dict:
                     f"at step {step}); nothing to do (raise it with --time-budget)")
 
     def save(pointers):
-        rng = capture_rng()
-        rngs = [rng]
-        if dist is not None:
-            rngs = [None] * world
-            dist.all_gather_object(rngs, rng)
+        rngs = gather_from_ranks(dist, world, capture_rng())
         if rank == 0:
             state = {"epoch": epoch, "batch": batch_in_epoch, "optimizer": opt.state_dict(),
                      "scheduler": sched.state_dict(), "rng": rngs, "best": best, "accum": accum,
@@ -322,12 +318,7 @@ def _train(cfg, resume, progress, dist, rank, world) -> dict:
                             if best is None or score > best["score"]:
                                 best = {"step": step, "score": score, "metrics": metrics}
                                 pointers.append("best")
-                        if dist is not None:
-                            shared = [best]
-                            dist.broadcast_object_list(shared, src=0)
-                            best = shared[0]
-                            if best["step"] == step:
-                                pointers = ["last", "best"]
+                        best, pointers = share_best(dist, best, step, pointers)
                         save(pointers)
                         t_last = time.time()
                     elif cfg.save_interval and step % cfg.save_interval == 0:
