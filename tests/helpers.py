@@ -1,8 +1,16 @@
-"""Shared checks for the op tests: compare implementations on outputs, final states and all gradients."""
+"""Shared test helpers: the op checks (compare implementations on outputs, final states and all gradients) and
+the ways the command-line tests run ``fastweights``: in this process (``cli_in_process``: no torch start-up),
+as a real subprocess (``cli_subprocess``), or under torchrun (``torchrun``)."""
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Mapping
 
 import torch
 
@@ -75,3 +83,75 @@ def gradcheck_op(run: Callable, impl: str, inputs: Mapping[str, torch.Tensor]) -
         return (o, *flat_state(state))
 
     assert torch.autograd.gradcheck(f, tuple(inputs[n] for n in names), eps=1e-6, atol=1e-5, rtol=1e-3)
+
+
+# ------------------------------------------------------------------------------------------ the command line
+
+def cli_env(**extra) -> dict:
+    """The environment of a CLI subprocess: one thread everywhere, no fault injection unless asked for."""
+    e = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    e.pop("FASTWEIGHTS_FAULT", None)
+    e.update(extra)
+    return e
+
+
+def cli_subprocess(*args, fault: str | None = None, timeout: float = 120,
+                   check: int | None = None) -> subprocess.CompletedProcess:
+    """The real ``fastweights`` command in a fresh Python process (``fault``: FASTWEIGHTS_FAULT for it);
+    ``check``: the exit status it must have. Costs a torch start-up (seconds): use it where a real process
+    is the point (kill -9, end-to-end runs)."""
+    extra = {"FASTWEIGHTS_FAULT": fault} if fault else {}
+    proc = subprocess.run([sys.executable, "-m", "fastweights.cli", *map(str, args)], capture_output=True,
+                          text=True, env=cli_env(**extra), timeout=timeout)
+    if check is not None:
+        assert proc.returncode == check, f"rc {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+def torchrun(*args, nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node NPROC -m fastweights.cli ARGS`` (gloo on CPU), one thread each;
+    asserts it exits 0 (on failure: every process's error line, then the end of stderr)."""
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                           str(nproc), "-m", "fastweights.cli", *map(str, args)], capture_output=True, text=True,
+                          env=cli_env(), timeout=timeout)
+    if proc.returncode != 0:
+        errors = [ln for ln in proc.stderr.splitlines()
+                  if ln.startswith("fastweights: error") or re.match(r"\[rank\d+\]: \w+(Error|Exception)\b", ln)]
+        raise AssertionError(f"torchrun exited {proc.returncode}; errors:\n" + "\n".join(errors)
+                             + "\n--- end of stderr:\n" + proc.stderr[-3000:])
+    return proc
+
+
+class CliResult:
+    """What ``cli_in_process`` returns: the fields of a finished subprocess that the tests read."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def cli_in_process(capsys, *args, check: int | None = None) -> CliResult:
+    """``fastweights ARGS`` run by ``fastweights.cli.main`` in this process, with what it printed (through
+    pytest's ``capsys``) and its exit status: main's return value, or argparse's SystemExit code. An
+    exception that would be a traceback in a subprocess propagates and fails the test."""
+    from fastweights.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    if check is not None:
+        assert code == check, f"rc {code}\nstdout:\n{out}\nstderr:\n{err}"
+    return CliResult(code, out, err)
+
+
+def read_records(run: Path, split: str | None = None) -> list[dict]:
+    """The metrics.jsonl records of a training run (of one split)."""
+    recs = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in recs if split is None or r["split"] == split]
+
+
+def strip_timing(recs: list[dict]) -> list[dict]:
+    """Records without their wall-clock fields, for bitwise comparisons of two runs."""
+    return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "train_seconds")} for r in recs]

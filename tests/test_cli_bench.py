@@ -1,19 +1,18 @@
-"""End-to-end: the real ``fastweights bench ops`` command on tiny shapes."""
+"""End-to-end: the real ``fastweights bench ops`` command on tiny shapes (a subprocess); ``bench plot`` and the
+flag errors call the command line in this process (``cli_in_process``: no torch start-up)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-CMD = [sys.executable, "-m", "fastweights.cli", "bench", "ops"]
+from .helpers import cli_in_process, cli_subprocess
 
 
-def test_bench_ops_writes_table_and_json(tmp_path):
+def test_bench_ops_writes_table_and_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    r = subprocess.run(CMD + ["--ops", "linear_attention,delta_rule", "--shapes", "2x2x20x8;1x2x33x4",
-                              "--repeats", "2", "--json", str(out), "--markdown", str(tmp_path / "t.md"), "--plot", str(tmp_path / "t.png")],
-                       capture_output=True, text=True, timeout=300)
+    r = cli_subprocess("bench", "ops", "--ops", "linear_attention,delta_rule", "--shapes", "1x2x8x4;1x1x5x2",
+                       "--repeats", "2", "--json", out, "--markdown", tmp_path / "t.md", "--plot", tmp_path / "t.png",
+                       timeout=300)
     assert r.returncode == 0, r.stderr
     assert "delta_rule" in r.stdout and "sdpa" in r.stdout
     data = json.loads(out.read_text())
@@ -25,8 +24,7 @@ def test_bench_ops_writes_table_and_json(tmp_path):
         ("linear_attention", "chunk"), ("delta_rule", "reference"), ("delta_rule", "chunk")}
     assert len(rows) == 12
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    r = subprocess.run([sys.executable, "-m", "fastweights.cli", "bench", "plot", str(out), "--out",
-                        str(tmp_path / "again.png")], capture_output=True, text=True, timeout=120)
+    r = cli_in_process(capsys, "bench", "plot", out, "--out", tmp_path / "again.png")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "again.png").stat().st_size > 1000
     table = (tmp_path / "t.md").read_text().splitlines()
@@ -43,15 +41,14 @@ def test_bench_ops_writes_table_and_json(tmp_path):
     (["--ops", "nope"], "--ops"),
     (["--repeats", "0"], "--repeats"),
 ])
-def test_bench_ops_bad_flags_give_one_line_errors(args, needle):
-    r = subprocess.run(CMD + args, capture_output=True, text=True, timeout=120)
+def test_bench_ops_bad_flags_give_one_line_errors(args, needle, capsys):
+    r = cli_in_process(capsys, "bench", "ops", *args)  # a traceback would be an exception here, failing the test
     assert r.returncode == 2
     last = r.stderr.strip().splitlines()[-1]
     assert needle in last and "Traceback" not in r.stderr
 
 
-def test_bench_plot_of_a_missing_file_is_a_one_line_error(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "fastweights.cli", "bench", "plot", str(tmp_path / "none.json"),
-                        "--out", str(tmp_path / "x.png")], capture_output=True, text=True, timeout=120)
+def test_bench_plot_of_a_missing_file_is_a_one_line_error(tmp_path, capsys):
+    r = cli_in_process(capsys, "bench", "plot", tmp_path / "none.json", "--out", tmp_path / "x.png")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "cannot read benchmark rows" in r.stderr.strip().splitlines()[-1]

@@ -1,34 +1,29 @@
-"""End-to-end: the real ``fastweights models`` and ``fastweights bench step`` commands."""
+"""End-to-end: the real ``fastweights models`` and ``fastweights bench step`` commands. One run is a real
+subprocess; the rest call the command line in this process (``cli_in_process``: no torch start-up)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from fastweights.layers import layer_names
 
-CLI = [sys.executable, "-m", "fastweights.cli"]
-
-
-def run(*args, timeout=300):
-    return subprocess.run(CLI + list(args), capture_output=True, text=True, timeout=timeout)
+from .helpers import cli_in_process, cli_subprocess
 
 
 def test_models_lists_every_layer_with_counts():
-    r = run("models", "--d-model", "32", "--layers", "2", "--heads", "4", "--vocab", "500",
-            "--adaptive-softmax", "100,300")
+    r = cli_subprocess("models", "--d-model", "32", "--layers", "2", "--heads", "4", "--vocab", "500",
+                       "--adaptive-softmax", "100,300", timeout=300)
     assert r.returncode == 0, r.stderr
     for name in layer_names():
         assert f" {name} " in r.stdout, name
     assert "parameters" in r.stdout
 
 
-def test_models_json_matches_library():
+def test_models_json_matches_library(capsys):
     from fastweights.models.summary import parameter_counts
 
-    r = run("models", "--d-model", "16", "--layers", "1", "--heads", "2", "--vocab", "50", "--head", "sequence",
-            "--num-classes", "3", "--json")
+    r = cli_in_process(capsys, "models", "--d-model", "16", "--layers", "1", "--heads", "2", "--vocab", "50",
+                       "--head", "sequence", "--num-classes", "3", "--json")
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)["rows"]
     assert [row["layer"] for row in rows] == layer_names()
@@ -45,19 +40,20 @@ def test_models_json_matches_library():
     (["bench", "step", "--layer", "nope"], "--layer"),
     (["bench", "step", "--tokens", "10"], "--tokens"),
 ])
-def test_bad_flag_values_give_one_line_errors(args, needle):
-    r = run(*args, timeout=120)
+def test_bad_flag_values_give_one_line_errors(args, needle, capsys):
+    r = cli_in_process(capsys, *args)  # a traceback would be an exception here, failing the test
     assert r.returncode == 2
     last = r.stderr.strip().splitlines()[-1]
     assert needle in last and "Traceback" not in r.stderr
 
 
-def test_bench_step_runs(tmp_path):
+def test_bench_step_runs(tmp_path, capsys):
     out = tmp_path / "step.json"
-    r = run("bench", "step", "--tokens", "300", "--layer", "deltanet,transformer", "--json", str(out))
+    r = cli_in_process(capsys, "bench", "step", "--tokens", "100", "--d-model", "32", "--layer",
+                       "deltanet,transformer", "--json", out)
     assert r.returncode == 0, r.stderr
     assert "deltanet" in r.stdout and "transformer" in r.stdout
     rows = json.loads(out.read_text())["rows"]
     assert [row["layer"] for row in rows] == ["deltanet", "transformer"]
     for row in rows:
-        assert row["tokens"] == 300 and row["latency_ratio"] > 0 and row["rss_growth_mb"] >= 0
+        assert row["tokens"] == 100 and row["latency_ratio"] > 0 and row["rss_growth_mb"] >= 0

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import signal
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -24,6 +21,8 @@ from fastweights.tasks import wikitext as wt
 from fastweights.train.lm import (evaluate_lm, generate_text, make_scheduler, train_lm,
                                   unigram_perplexity, window_spans)
 from fastweights.train.lm_config import LMConfig, LMConfigError, scaled_cutoffs
+
+from .helpers import cli_in_process, cli_subprocess, read_records, strip_timing
 
 WORDS = ("the of and in to a was is for on as with by he at from his an were are which it that this be also "
          "first new game city album song river team film war ship station road season series church school").split()
@@ -68,26 +67,7 @@ TINY_FLAGS = ["--preset", "tiny", "--d-model", "16", "--layers", "1", "--heads",
               "--eval-batch-size", "8", "--threads", "1"]
 
 
-def env(**extra):
-    e = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
-    e.pop("FASTWEIGHTS_FAULT", None)
-    e.update(extra)
-    return e
-
-
-def cli(*args, fault=None, timeout=120):
-    extra = {"FASTWEIGHTS_FAULT": fault} if fault else {}
-    return subprocess.run([sys.executable, "-m", "fastweights.cli", *args], capture_output=True, text=True,
-                          env=env(**extra), timeout=timeout)
-
-
-def records(run: Path, split=None):
-    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in recs if split is None or r["split"] == split]
-
-
-def strip_timing(recs):
-    return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "train_seconds")} for r in recs]
+records = read_records
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -326,18 +306,17 @@ def test_time_budget_on_the_cpu_clock_and_the_run_directory(corpus_dir, tmp_path
     assert records(run, "valid")[-1]["step"] == summary["step"] and "ppl" in records(run, "valid")[-1]
 
 
-def test_resume_after_kill_9_is_bitwise_with_carried_state(corpus_dir, tmp_path):
+def test_resume_after_kill_9_is_bitwise_with_carried_state(corpus_dir, tmp_path, capsys):
+    """The killed run is a real process; the reference and the resumption run in this one."""
     args = ["train", "lm", "--data", str(corpus_dir), "--cache-dir", str(tmp_path / "cache"), "--model", "deltanet",
             *TINY_FLAGS, "--steps", "14", "--eval-interval", "7", "--save-interval", "3", "--log-interval", "1",
             "--carry-state"]
     ref, run = tmp_path / "ref", tmp_path / "run"
-    p = cli(*args, "--out", str(ref))
-    assert p.returncode == 0, p.stderr
-    killed = cli(*args, "--out", str(run), fault="kill-at-step:11")
+    cli_in_process(capsys, *args, "--out", str(ref), check=0)
+    killed = cli_subprocess(*args, "--out", str(run), fault="kill-at-step:11")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert json.loads((run / "checkpoints" / "last.json").read_text())["step"] == 9
-    p = cli("train", "lm", "--out", str(run), "--resume")
-    assert p.returncode == 0, p.stderr
+    cli_in_process(capsys, "train", "lm", "--out", str(run), "--resume", check=0)
     assert strip_timing(records(run)) == strip_timing(records(ref))
     assert [r["step"] for r in records(run, "train")] == list(range(1, 15))
 

@@ -7,7 +7,7 @@ import torch
 
 from fastweights.ops.rdn import recurrent_delta_rule
 
-from .helpers import assert_impls_match, assert_two_halves, gradcheck_op, run_with_grads, shape_id
+from .helpers import assert_impls_match, assert_two_halves, gradcheck_op, shape_id
 
 SEQ = ("xq", "xk", "xv", "xbeta")
 WEIGHTS = ("Rq", "Rk", "Rv", "rbeta")

@@ -1,11 +1,13 @@
 """The training system (issue 4): config validation, the CLI end to end, the run directory, evaluation,
 and every reliability promise (atomic checkpoints, exact resume after kill -9, NaN stop, SIGTERM,
-damaged checkpoints). Tiny models, tiny splits, ~20-30 steps, one thread."""
+damaged checkpoints). Tiny models, tiny splits, ~20-30 steps, one thread.
+
+A torch start-up costs seconds, so the CLI runs in this process (``cli_in_process``) except where a real
+process is the point: the end-to-end train/eval run, and the runs that are killed (kill -9, SIGTERM)."""
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,30 +21,14 @@ from fastweights.cli import main
 from fastweights.train import (CheckpointError, TrainConfig, TrainConfigError, evaluate_run, load_checkpoint,
                                save_checkpoint, train)
 
+from .helpers import cli_env, cli_in_process, cli_subprocess, read_records, strip_timing
+
 TINY = ["--d-model", "16", "--layers", "1", "--heads", "2", "--batch-size", "8", "--threads", "1"]
 CODE = ["code-exec", "--vars", "3", "--length", "8", "--sizes", "48,24,24"]
 LISTOPS = ["listops", "--depth", "3", "--sizes", "48,24,24"]
 
 
-def env(**extra):
-    e = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
-    e.pop("FASTWEIGHTS_FAULT", None)
-    e.update(extra)
-    return e
-
-
-def cli(*args, fault=None, timeout=120, check=None):
-    extra = {"FASTWEIGHTS_FAULT": fault} if fault else {}
-    proc = subprocess.run([sys.executable, "-m", "fastweights.cli", *args], capture_output=True, text=True,
-                          env=env(**extra), timeout=timeout)
-    if check is not None:
-        assert proc.returncode == check, f"rc {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    return proc
-
-
-def records(run: Path, split=None):
-    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in recs if split is None or r["split"] == split]
+records = read_records
 
 
 def last_step(run: Path, which="last"):
@@ -117,10 +103,11 @@ def test_cli_bad_flag_is_one_line_naming_the_flag(args, flag, capsys, tmp_path):
 
 # ------------------------------------------------------------------------------------------ end to end
 
-def test_cli_train_and_eval_code_exec(tmp_path):
+def test_cli_train_and_eval_code_exec(tmp_path, capsys):
+    """The real command end to end: train and eval each in a fresh process."""
     run = tmp_path / "run"
-    proc = cli("train", *CODE, "--model", "delta-rnn", *TINY, "--steps", "12", "--eval-interval", "6",
-               "--log-interval", "3", "--out", str(run), check=0)
+    proc = cli_subprocess("train", *CODE, "--model", "delta-rnn", *TINY, "--steps", "12", "--eval-interval", "6",
+                          "--log-interval", "3", "--out", str(run), check=0)
     assert "step 12/12" in proc.stderr and "valid at step 12" in proc.stderr  # plain log lines off a terminal
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["model"] == "delta-rnn" and cfg["num_vars"] == 3 and cfg["d_model"] == 16 and cfg["steps"] == 12
@@ -143,14 +130,14 @@ def test_cli_train_and_eval_code_exec(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["best_step"] in (6, 12)
 
-    out = cli("eval", str(run), "--json", check=0)
+    out = cli_subprocess("eval", str(run), "--json", check=0)
     result = json.loads(out.stdout)
     assert result["split"] == "test" and result["examples"] == 24 and result["step"] == summary["best_step"]
     assert 0 <= result["print_acc"] <= 1 and 0 <= result["seq_acc"] <= 1
-    text = cli("eval", str(run), check=0).stdout
+    text = cli_in_process(capsys, "eval", str(run), check=0).stdout
     assert "print_acc" in text and "seq_acc" in text
     # the same directory is not trained over without --resume
-    again = cli("train", *CODE, *TINY, "--steps", "12", "--out", str(run), check=2)
+    again = cli_in_process(capsys, "train", *CODE, *TINY, "--steps", "12", "--out", str(run), check=2)
     assert len(error_lines(again)) == 1 and "--out" in again.stderr
 
 
@@ -168,11 +155,11 @@ def test_listops_in_process_with_data_dir_and_eval(tmp_path):
     assert {"loss", "acc"} <= set(records(tmp_path / "r", "valid")[0])
 
 
-def test_time_budget_stops_early_evaluates_saves_and_resumes_the_same_budget(tmp_path):
+def test_time_budget_stops_early_evaluates_saves_and_resumes_the_same_budget(tmp_path, capsys):
     run = tmp_path / "run"
     args = [*CODE, "--model", "delta-rnn", *TINY, "--steps", "1000000", "--eval-interval", "1000000",
             "--log-interval", "1000000"]
-    proc = cli("train", *args, "--time-budget", "0.02", "--out", str(run), check=0)  # 1.2 s
+    proc = cli_in_process(capsys, "train", *args, "--time-budget", "0.02", "--out", str(run), check=0)  # 1.2 s
     assert "time budget of 0.02 min spent at step" in proc.stderr
     summary = json.loads((run / "summary.json").read_text())
     step = summary["step"]
@@ -186,14 +173,15 @@ def test_time_budget_stops_early_evaluates_saves_and_resumes_the_same_budget(tmp
     state = load_checkpoint(run / "checkpoints", which="last")[1]
     assert state["elapsed_s"] >= 1.2
     # resuming continues the same budget: spent, so nothing more is trained
-    proc = cli("train", "code-exec", "--out", str(run), "--resume", check=0)
+    proc = cli_in_process(capsys, "train", "code-exec", "--out", str(run), "--resume", check=0)
     assert "already spent" in proc.stderr
     again = json.loads((run / "summary.json").read_text())
     assert again["step"] == step and again["stopped"] == "time budget" and last_step(run) == step
     # a larger budget may be given on resume; the earlier time counts towards it (the new budget is what was
     # spent, which the final evaluation and checkpoint may have pushed well past 1.2 s on a loaded machine, plus 1.2 s)
     budget = round(again["train_seconds"] / 60 + 0.02, 4)
-    cli("train", "code-exec", "--out", str(run), "--resume", "--time-budget", str(budget), check=0)
+    cli_in_process(capsys, "train", "code-exec", "--out", str(run), "--resume", "--time-budget", str(budget),
+                   check=0)
     more = json.loads((run / "summary.json").read_text())
     assert more["stopped"] == "time budget" and more["step"] > step and last_step(run) == more["step"]
     assert more["train_seconds"] >= budget * 60 and more["seconds_this_session"] < more["train_seconds"]
@@ -236,40 +224,41 @@ RESUME_ARGS = [*CODE, "--model", "delta-rnn", *TINY, "--steps", "20", "--eval-in
                "3", "--log-interval", "1", "--dropout", "0.1"]
 
 
-def test_resume_after_kill_9_gives_the_identical_loss_curve(tmp_path):
+def test_resume_after_kill_9_gives_the_identical_loss_curve(tmp_path, capsys):
+    """The killed run is a real process; the reference and the resumption run in this one."""
     ref, run = tmp_path / "ref", tmp_path / "run"
-    cli("train", *RESUME_ARGS, "--out", str(ref), check=0)
-    killed = cli("train", *RESUME_ARGS, "--out", str(run), fault="kill-at-step:14")
+    cli_in_process(capsys, "train", *RESUME_ARGS, "--out", str(ref), check=0)
+    killed = cli_subprocess("train", *RESUME_ARGS, "--out", str(run), fault="kill-at-step:14")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert last_step(run) == 12  # 6 batches per epoch: step 12 ends epoch 2 (after one mid-epoch save at 9)
     assert max(r["step"] for r in records(run)) == 14  # records past the checkpoint exist...
-    cli("train", "code-exec", "--out", str(run), "--resume", check=0)
+    cli_in_process(capsys, "train", "code-exec", "--out", str(run), "--resume", check=0)
     got, want = records(run), records(ref)  # ...and are replaced by the resumed run's
-    strip = lambda recs: [{k: v for k, v in r.items() if k not in ("tokens_per_s", "train_seconds")} for r in recs]
-    assert strip(got) == strip(want)  # bitwise: JSON floats round-trip exactly
+    assert strip_timing(got) == strip_timing(want)  # bitwise: JSON floats round-trip exactly
     assert [r["step"] for r in got if r["split"] == "train"] == list(range(1, 21))
     a = load_checkpoint(ref / "checkpoints", which="last")[1]
     b = load_checkpoint(run / "checkpoints", which="last")[1]
     assert a["step"] == b["step"] == 20 and torch.equal(a["rng"][0]["torch"], b["rng"][0]["torch"])
 
 
-def test_resume_from_mid_epoch_after_kill_is_exact(tmp_path):
+def test_resume_from_mid_epoch_after_kill_is_exact(tmp_path, capsys):
+    """The killed run is a real process; the reference and the resumption run in this one."""
     ref, run = tmp_path / "ref", tmp_path / "run"
     args = [*LISTOPS, "--model", "lstm", *TINY, "--steps", "14", "--eval-interval", "7", "--save-interval", "4",
             "--log-interval", "1"]
-    cli("train", *args, "--out", str(ref), check=0)
-    assert cli("train", *args, "--out", str(run), fault="kill-at-step:10").returncode == -signal.SIGKILL
+    cli_in_process(capsys, "train", *args, "--out", str(ref), check=0)
+    killed = cli_subprocess("train", *args, "--out", str(run), fault="kill-at-step:10")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert last_step(run) == 8  # 6 batches per epoch: mid-epoch position (epoch 1, batch 2)
-    cli("train", "listops", "--out", str(run), "--resume", check=0)
-    strip = lambda recs: [{k: v for k, v in r.items() if k not in ("tokens_per_s", "train_seconds")} for r in recs]
-    assert strip(records(run)) == strip(records(ref))
+    cli_in_process(capsys, "train", "listops", "--out", str(run), "--resume", check=0)
+    assert strip_timing(records(run)) == strip_timing(records(ref))
 
 
-def test_crash_mid_save_leaves_the_previous_checkpoint_loadable(tmp_path):
+def test_crash_mid_save_leaves_the_previous_checkpoint_loadable(tmp_path, capsys):
     run = tmp_path / "run"
     args = [*CODE, "--model", "deltanet", *TINY, "--steps", "12", "--eval-interval", "100", "--save-interval", "4"]
-    proc = cli("train", *args, "--out", str(run), fault="kill-in-save:8")
-    assert proc.returncode == -signal.SIGKILL
+    proc = cli_subprocess("train", *args, "--out", str(run), fault="kill-in-save:8")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
     ckpts = run / "checkpoints"
     assert last_step(run) == 4 and any(p.name.startswith(".step-00000008") for p in ckpts.iterdir())
     from fastweights.models import build_model
@@ -277,7 +266,7 @@ def test_crash_mid_save_leaves_the_previous_checkpoint_loadable(tmp_path):
     model = build_model(TrainConfig.from_dict(json.loads((run / "config.json").read_text())).model_config())
     ptr, state = load_checkpoint(ckpts, model, "last")
     assert ptr["step"] == 4 and state["step"] == 4
-    cli("train", "code-exec", "--out", str(run), "--resume", check=0)
+    cli_in_process(capsys, "train", "code-exec", "--out", str(run), "--resume", check=0)
     assert last_step(run) == 12 and not any(p.name.startswith(".") for p in ckpts.iterdir() if p.is_dir())
 
 
@@ -302,10 +291,12 @@ def test_atomic_save_in_process_failure_keeps_previous(tmp_path, monkeypatch):
     assert torch.equal(fresh.weight, saved)
 
 
-def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path, capsys,
+                                                                                 monkeypatch):
     run = tmp_path / "run"
-    proc = cli("train", *CODE, "--model", "lt", *TINY, "--steps", "20", "--eval-interval", "5", "--out", str(run),
-               fault="nan-at-step:8", check=1)
+    monkeypatch.setenv("FASTWEIGHTS_FAULT", "nan-at-step:8")
+    proc = cli_in_process(capsys, "train", *CODE, "--model", "lt", *TINY, "--steps", "20", "--eval-interval", "5",
+                          "--out", str(run), check=1)
     lines = error_lines(proc)
     assert len(lines) == 1 and "loss is nan at step 8" in lines[0] and "step 5" in lines[0], proc.stderr
     assert last_step(run) == 5
@@ -318,7 +309,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "fastweights.cli", "train", *CODE, "--model", "deltanet", *TINY,
                              "--steps", "100000", "--eval-interval", "100000", "--log-interval", "1",
-                             "--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+                             "--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=cli_env())
     try:
         deadline = time.time() + 90
         while time.time() < deadline:
@@ -341,7 +333,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
 
 
 def test_damaged_checkpoints_give_one_line_errors(tmp_path, capsys):
-    """In-process CLI calls (the subprocess path of the same errors is covered by the kill/NaN tests)."""
+    """In-process CLI calls (a subprocess's one-line errors: the CLI tests of tests/test_tasks.py)."""
     run = tmp_path / "run"
     assert main(["train", *LISTOPS, "--model", "deltanet", *TINY, "--steps", "4", "--eval-interval", "4", "--out",
                  str(run)]) == 0
