@@ -234,6 +234,8 @@ def _train(cfg: LMConfig, resume, progress, dist, rank, world) -> dict:
                                           f"processes ({world})")
     if not resume and (run_dir / CONFIG).exists():
         raise LMConfigError("out", f"out {run_dir} already holds a run; resume it or choose another directory")
+    if dist is not None:
+        dist.barrier()  # every rank has checked the run directory before rank 0 writes into it
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     device = device_for_rank(rank)
@@ -242,7 +244,12 @@ def _train(cfg: LMConfig, resume, progress, dist, rank, world) -> dict:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise LMConfigError("out", f"out: cannot create {run_dir}: {e.strerror or e}") from None
-    corpus = load_corpus_for(cfg, log=_stderr_log if rank == 0 else None)
+    if rank == 0:  # rank 0 builds the token cache (if it is cold) before the other ranks read it
+        corpus = load_corpus_for(cfg, log=_stderr_log)
+    if dist is not None:
+        dist.barrier()
+    if rank != 0:
+        corpus = load_corpus_for(cfg)
     V = len(corpus.vocab)
     cfg = dataclasses.replace(cfg, vocab_size=V, cutoffs=cfg.resolved_cutoffs(V) or [],
                               data_sha256=dict(corpus.meta["sha256"]))

@@ -167,6 +167,8 @@ def _train(cfg, resume, progress, dist, rank, world) -> dict:
                                              f"of processes ({world})")
     if not resume and (run_dir / CONFIG).exists():
         raise TrainConfigError("out", f"out {run_dir} already holds a run; resume it or choose another directory")
+    if dist is not None:
+        dist.barrier()  # every rank has checked the run directory before rank 0 writes into it
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     device = device_for_rank(rank)
