@@ -2,6 +2,8 @@
 
 - :class:`TrainConfig` (``config``): every knob of a run, validated (``TrainConfigError`` names the field);
 - :func:`train` (``loop``): trains into a run directory, resumable, DDP under ``torchrun``;
+- ``driver``: the step loop :func:`train` and :func:`train_lm` share (:class:`~.driver.StepLoop`: NaN stop,
+  SIGTERM, time budget, validation, checkpoints, the summary), given a :class:`~.driver.Task` of hooks;
 - :func:`evaluate_run`: test-split metrics of a run's best-validation checkpoint;
 - ``checkpoint``: atomic safetensors + ``weights_only`` checkpoints (``CheckpointError`` when damaged);
 - ``data``: encoded splits, the resumable seeded batch sampler and the task objectives;

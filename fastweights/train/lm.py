@@ -2,8 +2,8 @@
 generation, and the unigram baseline.
 
 ``train_lm(cfg)`` runs one :class:`~fastweights.train.lm_config.LMConfig` into ``cfg.out``, with the run
-directory, checkpoints, resume, NaN stop, SIGTERM and time budget of the supervised loop (the shared pieces
-come from :mod:`.common`, :mod:`.checkpoint` and :mod:`.runlog`).
+directory, checkpoints, resume, NaN stop, SIGTERM and time budget of the supervised loop: both are
+:class:`.driver.StepLoop`, given this module's :class:`_LMTask` for the data, the loss and validation.
 
 Data order. The training ids are cut into ``batch_size`` contiguous streams (the standard "batchify"); step
 ``s`` of an epoch reads segment ``s`` of every stream: inputs ``[B, segment_len]`` and the targets one word
@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -39,15 +38,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import _faults
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json_atomic
-from .common import (Budget, StopSignals, capture_rng, config_changes, device_for_rank, diverged_message,
-                     gather_from_ranks, init_distributed, read_run_config, restore_rng, share_best)
+from .checkpoint import CheckpointError, load_checkpoint
+from .common import config_changes, gather_from_ranks, init_distributed, read_run_config
+from .driver import (CKPT, CONFIG, BatchLoss, StepLoop, Task, distributed, seeded_model_and_optimizer,
+                     start_run, write_run_config)
 from .lm_config import LMConfig, LMConfigError
 
-CONFIG = "config.json"
-SUMMARY = "summary.json"
-CKPT = "checkpoints"
 TASK = "lm"
 RESUMABLE_OVERRIDES = ("eval_interval", "save_interval", "log_interval", "time_budget_minutes", "eval_tokens",
                        "eval_batch_size", "cache_dir")
@@ -224,26 +220,7 @@ def train_lm(cfg: LMConfig, resume: bool = False, progress: bool | None = None) 
 
 
 def _train(cfg: LMConfig, resume, progress, dist, rank, world) -> dict:
-    from ..layers.state import detach_state
-    from ..models import build_model
-    from .runlog import RunLog
-
-    run_dir = Path(cfg.out)
-    if cfg.batch_size % world:
-        raise LMConfigError("batch_size", f"batch_size ({cfg.batch_size}) must be divisible by the number of "
-                                          f"processes ({world})")
-    if not resume and (run_dir / CONFIG).exists():
-        raise LMConfigError("out", f"out {run_dir} already holds a run; resume it or choose another directory")
-    if dist is not None:
-        dist.barrier()  # every rank has checked the run directory before rank 0 writes into it
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    device = device_for_rank(rank)
-    if rank == 0:
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise LMConfigError("out", f"out: cannot create {run_dir}: {e.strerror or e}") from None
+    run_dir, device = start_run(cfg, resume, dist, rank, world)
     if rank == 0:  # rank 0 builds the token cache (if it is cold) before the other ranks read it
         corpus = load_corpus_for(cfg, log=_stderr_log)
     if dist is not None:
@@ -254,195 +231,123 @@ def _train(cfg: LMConfig, resume, progress, dist, rank, world) -> dict:
     cfg = dataclasses.replace(cfg, vocab_size=V, cutoffs=cfg.resolved_cutoffs(V) or [],
                               data_sha256=dict(corpus.meta["sha256"]))
     streams = stream_matrix(corpus.train, cfg.batch_size)
-    S = cfg.segment_len
-    per_epoch = (streams.shape[1] - 1) // S
+    per_epoch = (streams.shape[1] - 1) // cfg.segment_len
     if per_epoch < 1:
         raise LMConfigError("segment_len", f"the training text ({len(corpus.train)} words) is too short for "
-                                           f"batch_size {cfg.batch_size} x segment_len {S}")
-    local = cfg.batch_size // world
-    rows = slice(rank * local, (rank + 1) * local)
-    valid_ids = corpus.valid if not cfg.eval_tokens else corpus.valid[: cfg.eval_tokens]
-    if rank == 0:
-        write_json_atomic(run_dir / CONFIG, cfg.to_dict())
-    if dist is not None:
-        dist.barrier()
+                                           f"batch_size {cfg.batch_size} x segment_len {cfg.segment_len}")
+    write_run_config(run_dir, cfg, rank, dist)
 
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    model = build_model(cfg.model_config()).to(device)
-    if rank > 0:  # every process starts from rank 0's weights; dropout streams differ per process
-        torch.manual_seed(cfg.seed * 7919 + rank)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+    model, opt = seeded_model_and_optimizer(cfg, rank, device)
     sched = make_scheduler(opt, cfg.warmup_steps, cfg.steps, cfg.min_lr)
-    total = cfg.steps
-
-    ckpt_root = run_dir / CKPT
-    step, epoch, seg, best, elapsed_before, carried = 0, 0, 0, None, 0.0, None
-    accum = _zero_accum()
+    task = _LMTask(cfg, model, corpus, streams, per_epoch, device, dist, rank, world)
+    loop = StepLoop(task, cfg, run_dir, model, opt, sched, dist, rank, world, device)
     if resume:
-        loaded = load_checkpoint(ckpt_root, model, "last", map_location=device)
-        if loaded is not None:
-            _, st = loaded
-            try:
-                opt.load_state_dict(st["optimizer"])
-                sched.load_state_dict(st["scheduler"])
-                step, epoch, seg = int(st["step"]), int(st["epoch"]), int(st["segment"])
-                best, accum = st["best"], dict(st["accum"])
-                elapsed_before = float(st.get("elapsed_s", 0.0))
-                rngs, carries = st["rng"], st["carry"]
-                restore_rng(rngs[rank] if len(rngs) == world else rngs[0])
-                carried = carries[rank] if len(carries) == world else None
-            except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:
-                raise CheckpointError(f"checkpoint in {ckpt_root} does not fit this run ({e})") from None
-            if seg > per_epoch:
-                raise CheckpointError(f"checkpoint in {ckpt_root}: data position {seg} is past the epoch's "
-                                      f"{per_epoch} segments")
-            if carried is not None:
-                carried = _to_device(carried, device)
+        loop.resume()
+    task.net = distributed(task.net, dist, device, find_unused_parameters=True)
+    return loop.run(progress)
 
-    loss_module = _LossModule(model)
-    if dist is not None:
-        loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=[device.index]
-                                                          if device.type == "cuda" else None,
-                                                          find_unused_parameters=True)
-    log = None
-    if rank == 0:
-        log = RunLog(run_dir, TASK, total, step, progress)
-        budget_text = (f" within {cfg.time_budget_minutes:g} {cfg.budget_clock} min" if cfg.time_budget_minutes
-                       else "")
-        log.message(f"{'resuming at step ' + str(step) if step else 'starting'}: language model {cfg.model} "
-                    f"(preset {cfg.preset}, {sum(p.numel() for p in model.parameters()):,} parameters), vocabulary "
-                    f"{V:,}, {len(corpus.train):,} training words, {total} steps of {cfg.batch_size} x {S} words"
-                    f"{' carrying the state' if cfg.carry_state else ''}"
-                    f"{f' on {world} processes' if world > 1 else ''}"
-                    f"{budget_text}"
-                    f", run dir {run_dir}")
-    status, t_last, t_start = "completed", time.time(), time.time()
-    budget = Budget(cfg.time_budget_minutes, cfg.budget_clock, elapsed_before, dist)
-    elapsed = budget.elapsed
-    out_of_time = step < total and budget.spent()
-    if out_of_time and log is not None:
-        log.message(f"time budget of {cfg.time_budget_minutes:g} min already spent ({elapsed_before / 60:.2f} min "
-                    f"at step {step}); nothing to do (raise it with --time-budget)")
 
-    def save(pointers):
-        rngs = gather_from_ranks(dist, world, capture_rng())
-        carries = gather_from_ranks(dist, world, _to_device(carried, "cpu"))
-        if rank == 0:
-            state = {"epoch": epoch, "segment": seg, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "rng": rngs, "carry": carries, "best": best, "accum": accum, "world_size": world,
-                     "threads": torch.get_num_threads(), "elapsed_s": elapsed()}
-            save_checkpoint(ckpt_root, model, state, step, pointers)
-        if dist is not None:
-            dist.barrier()
+class _LMTask(Task):
+    """Language modelling's hooks for :class:`.driver.StepLoop`: segment ``segment`` of this process's
+    streams (``batch_size / world`` of them), the carried state (with ``carry_state``; fresh at every epoch),
+    the mean NLL per word, validation perplexity, best by the lower validation loss."""
 
-    try:
-        with StopSignals() as signals:
-            while step < total and status == "completed" and not out_of_time:
-                if seg >= per_epoch:
-                    epoch, seg, carried = epoch + 1, 0, None
-                chunk = torch.from_numpy(np.array(streams[rows, seg * S: seg * S + S + 1], dtype=np.int64))
-                ids, targets = chunk[:, :-1].to(device), chunk[:, 1:].to(device)
-                loss_sum, new_state = loss_module(ids, targets, carried if cfg.carry_state else None)
-                if _faults.active("nan-at-step", step + 1):
-                    loss_sum = loss_sum * float("nan")
-                loss_value = float(loss_sum.detach())
-                flags = torch.tensor([float(signals.received is not None), float(not math.isfinite(loss_value))],
-                                     dtype=torch.float64)
-                if dist is not None:
-                    dist.all_reduce(flags)
-                if flags[1] > 0:
-                    raise LMTrainError(diverged_message(step + 1, "loss", loss_value, ckpt_root))
-                loss = loss_sum / (local * S)  # DDP averages the gradients: the mean over the global batch
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                gnorm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip else float("inf"))
-                if not math.isfinite(float(gnorm)):
-                    raise LMTrainError(diverged_message(step + 1, "gradient norm", float(gnorm), ckpt_root))
-                opt.step()
-                sched.step()
-                carried = detach_state(new_state) if cfg.carry_state else None
-                step += 1
-                seg += 1
-                accum["loss_sum"] += loss_value
-                accum["tokens"] += local * S
-                out_of_time = step < total and budget.spent()
-                last = step == total or out_of_time
-                if log is not None:
-                    log.step(step, {"loss": accum["loss_sum"] / max(accum["tokens"], 1),
-                                    "tokens_per_s": accum["tokens"] * world / max(time.time() - t_last, 1e-9)})
-                if step % cfg.log_interval == 0 or last:
-                    totals = dict(accum)
-                    if dist is not None:
-                        keys = sorted(totals)
-                        vec = torch.tensor([float(totals[k]) for k in keys], dtype=torch.float64)
-                        dist.all_reduce(vec)
-                        totals = dict(zip(keys, vec.tolist()))
-                    now = time.time()
-                    if log is not None:
-                        mean = totals["loss_sum"] / max(totals["tokens"], 1)
-                        log.record({"step": step, "split": "train", "loss": mean, "ppl": math.exp(min(mean, 700.0)),
-                                    "lr": sched.get_last_lr()[0], "epoch": epoch,
-                                    "tokens_per_s": totals["tokens"] / max(now - t_last, 1e-9),
-                                    "train_seconds": round(elapsed(), 3)})
-                    accum, t_last = _zero_accum(), now
-                evaluating = step % cfg.eval_interval == 0 or last
-                if evaluating:
-                    pointers = ["last"]
-                    if rank == 0:
-                        m = evaluate_lm(model, valid_ids, corpus.eos_id, "carry" if cfg.carry_state else "window",
-                                        window=S, batch_size=cfg.eval_batch_size, device=device)
-                        log.record({"step": step, "split": "valid", "loss": m["loss"], "ppl": m["perplexity"],
-                                    "tokens": m["tokens"], "train_seconds": round(elapsed(), 3)})
-                        log.plot()
-                        if best is None or m["loss"] < best["loss"]:
-                            best = {"step": step, "loss": m["loss"], "ppl": m["perplexity"]}
-                            pointers.append("best")
-                    best, pointers = share_best(dist, best, step, pointers)
-                    save(pointers)
-                    t_last = time.time()
-                elif cfg.save_interval and step % cfg.save_interval == 0:
-                    save(["last"])
-                    t_last = time.time()
-                _faults.maybe_kill("kill-at-step", step)
-                if flags[0] > 0 or signals.received is not None:
-                    if not evaluating:
-                        save(["last"])
-                    status = "stopped"
-                    if log is not None:
-                        log.message(f"stopped by {signals.received or 'a signal'} at step {step}: checkpoint "
-                                    f"saved in {ckpt_root}; continue with --resume")
-                    break
-                if out_of_time and log is not None:
-                    log.message(f"time budget of {cfg.time_budget_minutes:g} min spent at step {step} of {total}; "
-                                f"continue with --resume and a larger --time-budget")
-        stopped = (signals.received or "a signal") if status == "stopped" else "time budget" if out_of_time else None
-        train_s = elapsed()
-        summary = {"status": status, "stopped": stopped, "step": step, "total_steps": total, "world_size": world,
-                   "best_step": best["step"] if best else None, "best_valid": best,
-                   "train_words": step * cfg.batch_size * S, "epochs": round(step / per_epoch, 3),
-                   "seconds_this_session": round(time.time() - t_start, 2), "train_seconds": round(train_s, 2),
-                   "words_per_s": round(step * cfg.batch_size * S / max(train_s, 1e-9), 1),
-                   "budget_clock": cfg.budget_clock, "time_budget_minutes": cfg.time_budget_minutes,
-                   "vocab_size": V, "parameters": sum(p.numel() for p in model.parameters())}
-        if rank == 0:
-            write_json_atomic(run_dir / SUMMARY, summary)
-            if status == "completed" and best:
-                log.message(f"done: {step} steps; best valid perplexity {best['ppl']:.2f} (first "
-                            f"{len(valid_ids):,} words) at step {best['step']}; run dir {run_dir}")
-        return summary
-    finally:
-        if log is not None:
-            log.close()
+    name = TASK
+    error = LMTrainError
+
+    def __init__(self, cfg: LMConfig, model, corpus, streams: np.ndarray, per_epoch: int, device, dist, rank: int,
+                 world: int):
+        self.cfg, self.model, self.corpus, self.streams, self.device = cfg, model, corpus, streams, device
+        self.dist, self.rank, self.world = dist, rank, world
+        self.net = _LossModule(model)  # what the forward pass calls: this, or its DDP wrapper
+        self.S, self.per_epoch = cfg.segment_len, per_epoch
+        self.local = cfg.batch_size // world
+        self.rows = slice(rank * self.local, (rank + 1) * self.local)
+        self.valid_ids = corpus.valid if not cfg.eval_tokens else corpus.valid[: cfg.eval_tokens]
+        self.total = cfg.steps
+        self.epoch, self.segment, self.carried = 0, 0, None  # the data position and the state it starts from
+
+    def next_batch(self):
+        if self.segment >= self.per_epoch:
+            self.epoch, self.segment, self.carried = self.epoch + 1, 0, None
+        S, s = self.S, self.segment * self.S
+        chunk = torch.from_numpy(np.array(self.streams[self.rows, s: s + S + 1], dtype=np.int64))
+        return chunk[:, :-1].to(self.device), chunk[:, 1:].to(self.device)
+
+    def forward(self, batch) -> BatchLoss:
+        ids, targets = batch
+        loss_sum, new_state = self.net(ids, targets, self.carried if self.cfg.carry_state else None)
+        words = self.local * self.S
+        return BatchLoss(loss_sum, words, {"tokens": words}, new_state)
+
+    def scale(self, loss_sum, global_count):
+        return loss_sum / (self.local * self.S)  # DDP averages the gradients: the mean over the global batch
+
+    def after_update(self, loss: BatchLoss) -> None:
+        from ..layers.state import detach_state
+
+        self.carried = detach_state(loss.state) if self.cfg.carry_state else None
+        self.segment += 1
+
+    def train_metrics(self, totals: dict) -> dict:
+        mean = totals["loss_sum"] / max(totals["tokens"], 1)
+        return {"loss": mean, "ppl": math.exp(min(mean, 700.0))}
+
+    def progress_metrics(self, accum: dict) -> dict:
+        return {"loss": accum["loss_sum"] / max(accum["tokens"], 1)}
+
+    def validate(self) -> dict:
+        m = evaluate_lm(self.model, self.valid_ids, self.corpus.eos_id, "carry" if self.cfg.carry_state else "window",
+                        window=self.S, batch_size=self.cfg.eval_batch_size, device=self.device)
+        return {"loss": m["loss"], "ppl": m["perplexity"], "tokens": m["tokens"]}
+
+    def beats(self, metrics: dict, best: dict) -> bool:
+        return metrics["loss"] < best["loss"]
+
+    def best_record(self, step: int, metrics: dict) -> dict:
+        return {"step": step, "loss": metrics["loss"], "ppl": metrics["ppl"]}
+
+    def checkpoint_state(self) -> dict:
+        carries = gather_from_ranks(self.dist, self.world, _to_device(self.carried, "cpu"))
+        return {"epoch": self.epoch, "segment": self.segment, "carry": carries}
+
+    def restore(self, state: dict, ckpt_root: Path) -> None:
+        self.epoch, self.segment = int(state["epoch"]), int(state["segment"])
+        carries = state["carry"]
+        carried = carries[self.rank] if len(carries) == self.world else None
+        if self.segment > self.per_epoch:
+            raise CheckpointError(f"checkpoint in {ckpt_root}: data position {self.segment} is past the epoch's "
+                                  f"{self.per_epoch} segments")
+        self.carried = _to_device(carried, self.device) if carried is not None else None
+
+    def describe(self) -> str:
+        cfg, params = self.cfg, sum(p.numel() for p in self.model.parameters())
+        budget = f" within {cfg.time_budget_minutes:g} {cfg.budget_clock} min" if cfg.time_budget_minutes else ""
+        return (f"language model {cfg.model} (preset {cfg.preset}, {params:,} parameters), vocabulary "
+                f"{cfg.vocab_size:,}, {len(self.corpus.train):,} training words, {self.total} steps of "
+                f"{cfg.batch_size} x {self.S} words{' carrying the state' if cfg.carry_state else ''}"
+                f"{f' on {self.world} processes' if self.world > 1 else ''}{budget}")
+
+    def describe_best(self, best: dict) -> str:
+        return f"perplexity {best['ppl']:.2f} (first {len(self.valid_ids):,} words)"
+
+    def summary(self, summary: dict, train_seconds: float) -> dict:
+        words = summary["step"] * self.cfg.batch_size * self.S
+        extra = {"train_words": words, "epochs": round(summary["step"] / self.per_epoch, 3),
+                 "words_per_s": round(words / max(train_seconds, 1e-9), 1), "vocab_size": self.cfg.vocab_size,
+                 "parameters": sum(p.numel() for p in self.model.parameters())}
+        both = {**summary, **extra}
+        return {k: both[k] for k in SUMMARY_ORDER}  # the key order summary.json has always had
+
+
+# the LM's summary.json: the driver's entries with the LM's among them
+SUMMARY_ORDER = ("status", "stopped", "step", "total_steps", "world_size", "best_step", "best_valid", "train_words",
+                 "epochs", "seconds_this_session", "train_seconds", "words_per_s", "budget_clock",
+                 "time_budget_minutes", "vocab_size", "parameters")
 
 
 def _stderr_log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-
-
-def _zero_accum() -> dict:
-    return {"loss_sum": 0.0, "tokens": 0}
 
 
 def _to_device(state, device):

@@ -1,10 +1,12 @@
 """The supervised training loop, its resumption, and evaluation of a finished run.
 
 ``train(cfg, resume=False)`` runs one :class:`TrainConfig` into ``cfg.out`` (see :mod:`.checkpoint` and
-:mod:`.runlog` for what it writes); ``evaluate_run(run_dir)`` scores the best-validation checkpoint on
-the test split. Under ``torchrun`` (``WORLD_SIZE`` > 1) the same call trains with DistributedDataParallel
-(gloo on CPU, NCCL on GPU); the global batch is split across processes and the loss is normalised by
-the global count, so N processes take the same steps as one (up to float summation order).
+:mod:`.runlog` for what it writes; the steps, checkpoints, NaN stop, SIGTERM and time budget are those of
+:class:`.driver.StepLoop`, given this module's :class:`_SupervisedTask` for the data and the objective);
+``evaluate_run(run_dir)`` scores the best-validation checkpoint on the test split. Under ``torchrun``
+(``WORLD_SIZE`` > 1) the same call trains with DistributedDataParallel (gloo on CPU, NCCL on GPU); the
+global batch is split across processes and the loss is normalised by the global count, so N processes
+take the same steps as one (up to float summation order).
 
 Exactness of ``--resume``: the data order depends only on ``(seed, epoch)`` and the checkpoint stores the
 position within the epoch, every RNG (torch, Python, NumPy, per process), the optimizer and scheduler,
@@ -21,27 +23,20 @@ stays exact (only where a budgeted run stops depends on the machine's speed).
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-import random
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from . import _faults
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json_atomic
-from .common import (Budget, StopSignals, capture_rng, config_changes, device_for_rank, diverged_message,
-                     gather_from_ranks, init_distributed, read_run_config, restore_rng, share_best)
+from .checkpoint import CheckpointError, load_checkpoint
+from .common import config_changes, init_distributed, read_run_config
 from .config import TrainConfig, TrainConfigError
 from .data import (COUNT_KEYS, MAIN_METRIC, EncodedSplit, ResumableBatchSampler, eval_batches, make_loader,
                    objective, summarize)
+from .driver import (CKPT, CONFIG, BatchLoss, StepLoop, Task, distributed, seeded_model_and_optimizer,
+                     start_run, write_run_config)
 
-CONFIG = "config.json"
-SUMMARY = "summary.json"
 DATA = "data"
-CKPT = "checkpoints"
 RESUMABLE_OVERRIDES = ("steps", "epochs", "eval_interval", "save_interval", "log_interval", "time_budget_minutes")
 
 
@@ -159,214 +154,101 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None) 
 
 
 def _train(cfg, resume, progress, dist, rank, world) -> dict:
-    from ..models import build_model
-
-    run_dir = Path(cfg.out)
-    if cfg.batch_size % world:
-        raise TrainConfigError("batch_size", f"batch_size ({cfg.batch_size}) must be divisible by the number "
-                                             f"of processes ({world})")
-    if not resume and (run_dir / CONFIG).exists():
-        raise TrainConfigError("out", f"out {run_dir} already holds a run; resume it or choose another directory")
-    if dist is not None:
-        dist.barrier()  # every rank has checked the run directory before rank 0 writes into it
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    device = device_for_rank(rank)
-    if rank == 0:
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise TrainConfigError("out", f"out: cannot create {run_dir}: {e.strerror or e}") from None
+    run_dir, device = start_run(cfg, resume, dist, rank, world)
     splits = load_data(cfg, run_dir, write=rank == 0)
     if cfg.data_dir is not None:
         cfg = _config_from_data(cfg, splits.meta)
-    if rank == 0:
-        write_json_atomic(run_dir / CONFIG, cfg.to_dict())
-    if dist is not None:
-        dist.barrier()
+    write_run_config(run_dir, cfg, rank, dist)
     train_set, valid_set = EncodedSplit(cfg.task, splits.train), EncodedSplit(cfg.task, splits.valid)
 
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    model = build_model(cfg.model_config()).to(device)
-    if rank > 0:  # every process starts from rank 0's weights; dropout streams differ per process
-        torch.manual_seed(cfg.seed * 7919 + rank)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+    model, opt = seeded_model_and_optimizer(cfg, rank, device)
     warm = cfg.warmup_steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
-    sampler = ResumableBatchSampler(len(train_set), cfg.batch_size, cfg.seed, rank, world)
-    total = cfg.steps if cfg.steps is not None else cfg.epochs * sampler.batches_per_epoch
-
-    ckpt_root = run_dir / CKPT
-    step, epoch, batch_in_epoch, best, elapsed_before = 0, 0, 0, None, 0.0
-    accum = _zero_accum(cfg.task)
+    task = _SupervisedTask(cfg, model, train_set, valid_set, device, rank, world)
+    loop = StepLoop(task, cfg, run_dir, model, opt, sched, dist, rank, world, device)
     if resume:
-        loaded = load_checkpoint(ckpt_root, model, "last", map_location=device)
-        if loaded is not None:
-            _, st = loaded
-            try:
-                opt.load_state_dict(st["optimizer"])
-                sched.load_state_dict(st["scheduler"])
-                step, epoch, batch_in_epoch = int(st["step"]), int(st["epoch"]), int(st["batch"])
-                best, accum = st["best"], dict(st["accum"])
-                elapsed_before = float(st.get("elapsed_s", 0.0))  # absent in checkpoints older than budgets
-                rngs = st["rng"]
-                restore_rng(rngs[rank] if len(rngs) == world else rngs[0])
-            except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:
-                raise CheckpointError(f"checkpoint in {ckpt_root} does not fit this run ({e})") from None
-            sampler_n = sampler.batches_per_epoch
-            if batch_in_epoch > sampler_n:
-                raise CheckpointError(f"checkpoint in {ckpt_root}: data position {batch_in_epoch} is past the "
-                                      f"epoch's {sampler_n} batches")
+        loop.resume()
     for g in opt.param_groups:  # a resumed run keeps its configured rate schedule
         g.setdefault("initial_lr", cfg.lr)
-
-    ddp_model = model
-    if dist is not None:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index]
-                                                              if device.type == "cuda" else None)
-    log = None
-    if rank == 0:
-        log = _open_log(run_dir, cfg.task, total, step, progress)
-        log.message(f"{'resuming at step ' + str(step) if step else 'starting'}: {cfg.task} "
-                    f"{cfg.task_options()}, model {cfg.model} ({sum(p.numel() for p in model.parameters()):,} "
-                    f"parameters), {total} steps of batch {cfg.batch_size}"
-                    f"{f' on {world} processes' if world > 1 else ''}"
-                    f"{f' within {cfg.time_budget_minutes:g} min' if cfg.time_budget_minutes else ''}"
-                    f", run dir {run_dir}")
-    loader = make_loader(train_set, sampler)
-    status, t_last, t_start = "completed", time.time(), time.time()
-    budget = Budget(cfg.time_budget_minutes, cfg.budget_clock, elapsed_before, dist)
-    elapsed, over_budget = budget.elapsed, budget.spent
-
-    out_of_time = step < total and over_budget()  # a resumed run whose budget is already spent
-    if out_of_time and log is not None:
-        log.message(f"time budget of {cfg.time_budget_minutes:g} min already spent ({elapsed_before / 60:.2f} min "
-                    f"at step {step}); nothing to do (raise it with --time-budget)")
-
-    def save(pointers):
-        rngs = gather_from_ranks(dist, world, capture_rng())
-        if rank == 0:
-            state = {"epoch": epoch, "batch": batch_in_epoch, "optimizer": opt.state_dict(),
-                     "scheduler": sched.state_dict(), "rng": rngs, "best": best, "accum": accum,
-                     "world_size": world, "threads": torch.get_num_threads(), "elapsed_s": elapsed()}
-            save_checkpoint(ckpt_root, model, state, step, pointers)
-        if dist is not None:
-            dist.barrier()
-
-    try:
-        with StopSignals() as signals:
-            while step < total and status == "completed" and not out_of_time:
-                sampler.set_position(epoch, batch_in_epoch)
-                for batch in loader:
-                    batch = {k: v.to(device) for k, v in batch.items()}
-                    logits = _forward(ddp_model, cfg.task, batch)
-                    obj = objective(cfg.task, logits, batch, cfg.loss_positions)
-                    loss_sum = obj["loss_sum"]
-                    if _faults.active("nan-at-step", step + 1):
-                        loss_sum = loss_sum * float("nan")
-                    loss_value = float(loss_sum.detach())
-                    flags = torch.tensor([float(obj["loss_count"]), float(signals.received is not None),
-                                          float(not math.isfinite(loss_value))], dtype=torch.float64)
-                    if dist is not None:
-                        dist.all_reduce(flags)
-                    if flags[2] > 0:
-                        raise TrainError(diverged_message(step + 1, "loss", loss_value, ckpt_root))
-                    loss = loss_sum * (world / max(float(flags[0]), 1.0))
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                           cfg.grad_clip if cfg.grad_clip else float("inf"))
-                    if not math.isfinite(float(gnorm)):
-                        raise TrainError(diverged_message(step + 1, "gradient norm", float(gnorm), ckpt_root))
-                    opt.step()
-                    sched.step()
-                    step += 1
-                    batch_in_epoch += 1
-                    accum["loss_sum"] += loss_value
-                    for k in COUNT_KEYS[cfg.task]:
-                        accum[k] += obj[k]
-                    accum["tokens"] += int(batch["lengths"].sum())
-                    accum["steps"] += 1
-                    out_of_time = step < total and over_budget()
-                    last = step == total or out_of_time
-                    if log is not None:
-                        log.step(step, {**summarize(cfg.task, accum),
-                                        "tokens_per_s": accum["tokens"] * world / max(time.time() - t_last, 1e-9)})
-                    if step % cfg.log_interval == 0 or last:
-                        totals = dict(accum)
-                        if dist is not None:
-                            keys = sorted(totals)
-                            vec = torch.tensor([float(totals[k]) for k in keys], dtype=torch.float64)
-                            dist.all_reduce(vec)
-                            totals = dict(zip(keys, vec.tolist()))
-                        now = time.time()
-                        if log is not None:
-                            log.record({"step": step, "split": "train", **summarize(cfg.task, totals),
-                                        "lr": sched.get_last_lr()[0], "epoch": epoch,
-                                        "tokens_per_s": totals["tokens"] / max(now - t_last, 1e-9),
-                                        "train_seconds": round(elapsed(), 3)})
-                        accum, t_last = _zero_accum(cfg.task), now
-                    evaluating = step % cfg.eval_interval == 0 or last
-                    if evaluating:
-                        pointers = ["last"]
-                        if rank == 0:
-                            metrics = evaluate(model, valid_set, cfg.eval_batch_size, device, cfg.loss_positions)
-                            log.record({"step": step, "split": "valid", **metrics,
-                                        "train_seconds": round(elapsed(), 3)})
-                            log.plot()
-                            score = _score(cfg.task, metrics)
-                            if best is None or score > best["score"]:
-                                best = {"step": step, "score": score, "metrics": metrics}
-                                pointers.append("best")
-                        best, pointers = share_best(dist, best, step, pointers)
-                        save(pointers)
-                        t_last = time.time()
-                    elif cfg.save_interval and step % cfg.save_interval == 0:
-                        save(["last"])
-                        t_last = time.time()
-                    _faults.maybe_kill("kill-at-step", step)
-                    if flags[1] > 0 or signals.received is not None:
-                        if not evaluating:
-                            save(["last"])
-                        status = "stopped"
-                        if log is not None:
-                            log.message(f"stopped by {signals.received or 'a signal'} at step {step}: checkpoint "
-                                        f"saved in {ckpt_root}; continue with --resume")
-                        break
-                    if out_of_time:
-                        if log is not None:
-                            log.message(f"time budget of {cfg.time_budget_minutes:g} min spent at step {step} "
-                                        f"of {total}; continue with --resume and a larger --time-budget")
-                        break
-                    if step >= total:
-                        break
-                if batch_in_epoch >= sampler.batches_per_epoch:
-                    epoch += 1
-                    batch_in_epoch = 0
-        # why the run ended before its steps/epochs: None, "time budget", or the signal's name
-        stopped = (signals.received or "a signal") if status == "stopped" else "time budget" if out_of_time else None
-        summary = {"status": status, "stopped": stopped, "step": step, "total_steps": total, "world_size": world,
-                   "best_step": best["step"] if best else None, "best_valid": best["metrics"] if best else None,
-                   "seconds_this_session": round(time.time() - t_start, 2),
-                   "train_seconds": round(elapsed(), 2), "budget_clock": cfg.budget_clock,
-                   "time_budget_minutes": cfg.time_budget_minutes}
-        if rank == 0:
-            write_json_atomic(run_dir / SUMMARY, summary)
-            if status == "completed" and best:
-                log.message(f"done: {step} steps; best valid {_fmt(cfg.task, best['metrics'])} at step "
-                            f"{best['step']}; run dir {run_dir}")
-        return summary
-    finally:
-        if log is not None:
-            log.close()
+    task.net = distributed(task.net, dist, device)
+    return loop.run(progress)
 
 
-def _open_log(*args, **kwargs):
-    from .runlog import RunLog
+class _SupervisedTask(Task):
+    """The algorithmic tasks' hooks for :class:`.driver.StepLoop`: batches of the seeded resumable sampler
+    from the position ``(epoch, batch)``, the task objective normalised by the global count of loss terms,
+    validation on the whole valid split, best by the main accuracy, then the lower loss."""
 
-    return RunLog(*args, **kwargs)
+    error = TrainError
+
+    def __init__(self, cfg: TrainConfig, model, train_set: EncodedSplit, valid_set: EncodedSplit, device,
+                 rank: int, world: int):
+        self.cfg, self.model, self.valid_set, self.device, self.world = cfg, model, valid_set, device, world
+        self.name = cfg.task
+        self.net = model  # what the forward pass calls: the model, or its DDP wrapper
+        self.sampler = ResumableBatchSampler(len(train_set), cfg.batch_size, cfg.seed, rank, world)
+        self.loader = make_loader(train_set, self.sampler)
+        self.total = cfg.steps if cfg.steps is not None else cfg.epochs * self.sampler.batches_per_epoch
+        self.epoch, self.batch = 0, 0  # the data position: the next batch is batch `batch` of epoch `epoch`
+        self._batches = None  # the loader's iterator over the rest of the epoch
+
+    def next_batch(self):
+        while True:
+            if self._batches is None:
+                self.sampler.set_position(self.epoch, self.batch)
+                self._batches = iter(self.loader)
+            batch = next(self._batches, None)
+            if batch is not None:
+                return {k: v.to(self.device) for k, v in batch.items()}
+            self._batches, self.epoch, self.batch = None, self.epoch + 1, 0
+
+    def forward(self, batch) -> BatchLoss:
+        obj = objective(self.cfg.task, _forward(self.net, self.cfg.task, batch), batch, self.cfg.loss_positions)
+        sums = {**{k: obj[k] for k in COUNT_KEYS[self.cfg.task]}, "tokens": int(batch["lengths"].sum()), "steps": 1}
+        return BatchLoss(obj["loss_sum"], obj["loss_count"], sums)
+
+    def scale(self, loss_sum, global_count):
+        return loss_sum * (self.world / max(global_count, 1.0))
+
+    def after_update(self, loss: BatchLoss) -> None:
+        self.batch += 1
+
+    def zero_accum(self) -> dict:
+        return _zero_accum(self.cfg.task)
+
+    def train_metrics(self, totals: dict) -> dict:
+        return summarize(self.cfg.task, totals)
+
+    def validate(self) -> dict:
+        return evaluate(self.model, self.valid_set, self.cfg.eval_batch_size, self.device, self.cfg.loss_positions)
+
+    def beats(self, metrics: dict, best: dict) -> bool:
+        return _score(self.cfg.task, metrics) > best["score"]
+
+    def best_record(self, step: int, metrics: dict) -> dict:
+        return {"step": step, "score": _score(self.cfg.task, metrics), "metrics": metrics}
+
+    def checkpoint_state(self) -> dict:
+        return {"epoch": self.epoch, "batch": self.batch}
+
+    def restore(self, state: dict, ckpt_root: Path) -> None:
+        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+        if self.batch > self.sampler.batches_per_epoch:
+            raise CheckpointError(f"checkpoint in {ckpt_root}: data position {self.batch} is past the epoch's "
+                                  f"{self.sampler.batches_per_epoch} batches")
+
+    def describe(self) -> str:
+        cfg, params = self.cfg, sum(p.numel() for p in self.model.parameters())
+        return (f"{cfg.task} {cfg.task_options()}, model {cfg.model} ({params:,} parameters), {self.total} steps of "
+                f"batch {cfg.batch_size}"
+                f"{f' on {self.world} processes' if self.world > 1 else ''}"
+                f"{f' within {cfg.time_budget_minutes:g} min' if cfg.time_budget_minutes else ''}")
+
+    def describe_best(self, best: dict) -> str:
+        return _fmt(self.cfg.task, best["metrics"])
+
+    def best_valid(self, best: dict):
+        return best["metrics"]
 
 
 def _zero_accum(task: str) -> dict:

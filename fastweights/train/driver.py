@@ -1,0 +1,392 @@
+"""The part of a training run that the supervised loop (:mod:`.loop`) and the language-model loop (:mod:`.lm`)
+share: the start of a run (:func:`start_run`, :func:`write_run_config`, :func:`seeded_model_and_optimizer`,
+:func:`distributed`) and the step loop (:class:`StepLoop`), which calls a :class:`Task` for everything that
+differs between tasks.
+
+One step of :meth:`StepLoop.run`, in order:
+
+1. ``task.next_batch()`` (the task keeps its data position and rolls over epochs), ``task.forward(batch)``:
+   this process's summed loss (:class:`BatchLoss`);
+2. one all-reduce tells every process the global count of loss terms, whether a stop signal arrived and
+   whether any process's loss is NaN/inf; a NaN/inf loss stops the run (``task.error``, naming the last good
+   checkpoint) before the weights change;
+3. backward on ``task.scale(loss sum, global count)``, gradient clipping (a NaN/inf norm stops the run
+   likewise), the optimizer and scheduler steps, ``task.after_update(loss)``; the step count goes up;
+4. the batch's loss and metric sums are added to the running train sums; every ``log_interval`` steps
+   (and at the last step) they are summed over processes and written as a train record;
+5. every ``eval_interval`` steps (and at the last step) rank 0 validates (``task.validate()``) and keeps
+   the best (``task.beats``), then a checkpoint is saved (``last``, and ``best`` where it improved); at
+   other multiples of ``save_interval`` a checkpoint is saved;
+6. a stop signal (SIGTERM/SIGINT) saves a checkpoint if step 5 did not and ends the run; a spent time budget
+   ends it too (its last step was already validated and saved by step 5, being the last step).
+
+The run ends with ``summary.json`` (``status``, ``stopped``: None, ``"time budget"`` or the signal's name).
+The last step is ``total`` or the first step past the time budget. Checkpoints hold the weights and
+``trainer.pt``: ``optimizer``, ``scheduler``, ``rng`` (per process), ``best``, ``accum`` (the train sums since
+the last record), ``world_size``, ``threads``, ``elapsed_s`` (time on the budget's clock) and the task's own
+entries (``task.checkpoint_state()``: its data position, the LM's carried state).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import _faults
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json_atomic
+from .common import (Budget, StopSignals, capture_rng, device_for_rank, diverged_message, gather_from_ranks,
+                     restore_rng, share_best)
+from .config import TrainConfigError
+from .runlog import RunLog
+
+CONFIG = "config.json"
+SUMMARY = "summary.json"
+CKPT = "checkpoints"
+
+
+# ------------------------------------------------------------------------------------------ the start of a run
+
+def start_run(cfg, resume: bool, dist, rank: int, world: int) -> tuple[Path, torch.device]:
+    """``(run directory, this process's device)`` after the checks every loop makes before reading its data:
+    the global batch splits evenly across the processes and a fresh start does not overwrite a run
+    (``TrainConfigError`` naming the field otherwise). Sets torch's thread count (``cfg.threads``); rank 0
+    creates the directory."""
+    run_dir = Path(cfg.out)
+    if cfg.batch_size % world:
+        raise TrainConfigError("batch_size", f"batch_size ({cfg.batch_size}) must be divisible by the number of "
+                                             f"processes ({world})")
+    if not resume and (run_dir / CONFIG).exists():
+        raise TrainConfigError("out", f"out {run_dir} already holds a run; resume it or choose another directory")
+    if dist is not None:
+        dist.barrier()  # every rank has checked the run directory before rank 0 writes into it
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    device = device_for_rank(rank)
+    if rank == 0:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TrainConfigError("out", f"out: cannot create {run_dir}: {e.strerror or e}") from None
+    return run_dir, device
+
+
+def write_run_config(run_dir: Path, cfg, rank: int, dist) -> None:
+    """Rank 0 writes the resolved config to ``config.json``; every process waits for it."""
+    if rank == 0:
+        write_json_atomic(run_dir / CONFIG, cfg.to_dict())
+    if dist is not None:
+        dist.barrier()
+
+
+def seeded_model_and_optimizer(cfg, rank: int, device):
+    """``(model, Adam)``: every RNG seeded with ``cfg.seed`` before the model is built, so every process
+    starts from the same weights; processes after rank 0 then reseed torch so their dropout streams differ."""
+    from ..models import build_model
+
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    model = build_model(cfg.model_config()).to(device)
+    if rank > 0:
+        torch.manual_seed(cfg.seed * 7919 + rank)
+    return model, torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+
+
+def distributed(module, dist, device, **ddp_options):
+    """``module`` in DistributedDataParallel under ``torchrun`` (unchanged in one process). Wrap after
+    loading a checkpoint: DDP starts every process from rank 0's weights."""
+    if dist is None:
+        return module
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda"
+                                                     else None, **ddp_options)
+
+
+# ------------------------------------------------------------------------------------------ the task's hooks
+
+@dataclass
+class BatchLoss:
+    """What :meth:`Task.forward` returns for this process's share of a batch."""
+
+    sum: torch.Tensor  # the summed loss (a scalar that backward goes through)
+    count: float  # how many terms it sums; the processes' counts add up to the global count
+    sums: dict = field(default_factory=dict)  # added to the running train sums (keys of task.zero_accum())
+    state: object = None  # anything after_update needs (the LM's final state)
+
+
+class Task:
+    """What differs between training loops, as hooks :class:`StepLoop` calls (see the module doc for when).
+
+    Attributes: ``name`` (the run log's task: its plot and line format), ``error`` (the exception of a
+    NaN/inf loss or gradient), ``total`` (the run's steps), ``epoch`` (written in train records)."""
+
+    name: str = ""
+    error: type = RuntimeError
+    total: int = 0
+    epoch: int = 0
+
+    # -- one step
+    def next_batch(self):
+        """The next batch, moving the data position on (a new epoch after the last batch of one)."""
+        raise NotImplementedError
+
+    def forward(self, batch) -> BatchLoss:
+        """This process's loss on its share of ``batch``."""
+        raise NotImplementedError
+
+    def scale(self, loss_sum: torch.Tensor, global_count: float) -> torch.Tensor:
+        """The loss to backpropagate. DDP averages gradients over the processes, so ``world_size`` times
+        this process's part of the global mean."""
+        raise NotImplementedError
+
+    def after_update(self, loss: BatchLoss) -> None:
+        """Called after the optimizer step (e.g. to keep the LM's final state for the next segment)."""
+
+    # -- metrics
+    def zero_accum(self) -> dict:
+        """Empty train sums: ``loss_sum``, ``tokens`` and the keys of ``BatchLoss.sums``."""
+        return {"loss_sum": 0.0, "tokens": 0}
+
+    def train_metrics(self, totals: dict) -> dict:
+        """The metrics of a train record, from train sums (over every process)."""
+        raise NotImplementedError
+
+    def progress_metrics(self, accum: dict) -> dict:
+        """What the progress bar shows, from this process's train sums."""
+        return self.train_metrics(accum)
+
+    def validate(self) -> dict:
+        """Rank 0 only: the metrics of a valid record."""
+        raise NotImplementedError
+
+    def beats(self, metrics: dict, best: dict) -> bool:
+        """Whether validation ``metrics`` are better than the ``best`` record so far."""
+        raise NotImplementedError
+
+    def best_record(self, step: int, metrics: dict) -> dict:
+        """The record of a new best validation (kept in checkpoints)."""
+        raise NotImplementedError
+
+    # -- checkpoints
+    def checkpoint_state(self) -> dict:
+        """The task's entries of a checkpoint's trainer state. Called on every process (a task may gather
+        per-process state); rank 0's result is saved."""
+        return {}
+
+    def restore(self, state: dict, ckpt_root: Path) -> None:
+        """Takes back what :meth:`checkpoint_state` saved. ``KeyError``/``ValueError``/... become "does not
+        fit this run"; raise ``CheckpointError`` for a message of its own."""
+
+    # -- messages and summary
+    def describe(self) -> str:
+        """The start message after ``starting: `` / ``resuming at step N: ``."""
+        raise NotImplementedError
+
+    def describe_best(self, best: dict) -> str:
+        """The best validation in the final message (``done: N steps; best valid ... at step S``)."""
+        raise NotImplementedError
+
+    def best_valid(self, best: dict):
+        """The summary's ``best_valid`` entry."""
+        return best
+
+    def summary(self, summary: dict, train_seconds: float) -> dict:
+        """The summary with the task's own entries."""
+        return summary
+
+
+# ------------------------------------------------------------------------------------------ the step loop
+
+class StepLoop:
+    """Trains ``model`` with ``opt`` and ``sched`` on ``task`` into ``run_dir``: ``resume()`` (optional), then
+    ``run()``. ``cfg`` gives ``log_interval``, ``eval_interval``, ``save_interval``, ``grad_clip``,
+    ``time_budget_minutes`` and ``budget_clock``. ``model`` is the bare model: the one saved, validated and
+    clipped (the task's forward may call a DDP wrapper of it)."""
+
+    def __init__(self, task: Task, cfg, run_dir: Path, model, opt, sched, dist=None, rank: int = 0, world: int = 1,
+                 device=None):
+        self.task, self.cfg, self.run_dir = task, cfg, Path(run_dir)
+        self.model, self.opt, self.sched = model, opt, sched
+        self.dist, self.rank, self.world = dist, rank, world
+        self.device = device if device is not None else torch.device("cpu")
+        self.ckpt_root = self.run_dir / CKPT
+        self.step, self.best, self.elapsed_before = 0, None, 0.0
+        self.accum = task.zero_accum()  # train sums since the last train record (this process's)
+        self.budget = None
+        self.log = None
+        self.t_last = 0.0  # when the train sums started (for tokens/s)
+
+    def resume(self) -> None:
+        """Continues from the ``last`` checkpoint if there is one (a fresh start otherwise): weights,
+        optimizer, scheduler, step, best, train sums, time spent, this process's RNG, the task's state."""
+        loaded = load_checkpoint(self.ckpt_root, self.model, "last", map_location=self.device)
+        if loaded is None:
+            return
+        _, st = loaded
+        try:
+            self.opt.load_state_dict(st["optimizer"])
+            self.sched.load_state_dict(st["scheduler"])
+            self.step, self.best, self.accum = int(st["step"]), st["best"], dict(st["accum"])
+            self.elapsed_before = float(st.get("elapsed_s", 0.0))  # absent in checkpoints older than budgets
+            rngs = st["rng"]
+            restore_rng(rngs[self.rank] if len(rngs) == self.world else rngs[0])
+            self.task.restore(st, self.ckpt_root)
+        except CheckpointError:
+            raise
+        except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:
+            raise CheckpointError(f"checkpoint in {self.ckpt_root} does not fit this run ({e})") from None
+
+    def run(self, progress: bool | None = None) -> dict:
+        """Trains up to ``task.total`` steps (or the time budget, or a stop signal); returns the summary,
+        also written to ``summary.json``. Raises ``task.error`` on a NaN/inf loss or gradient."""
+        task, cfg, total = self.task, self.cfg, self.task.total
+        if self.rank == 0:
+            self.log = RunLog(self.run_dir, task.name, total, self.step, progress)
+            self.log.message(f"{'resuming at step ' + str(self.step) if self.step else 'starting'}: "
+                             f"{task.describe()}, run dir {self.run_dir}")
+        try:
+            status, t_start = "completed", time.time()
+            self.t_last = t_start
+            self.budget = Budget(cfg.time_budget_minutes, cfg.budget_clock, self.elapsed_before, self.dist)
+            out_of_time = self.step < total and self.budget.spent()  # a resumed run whose budget is already spent
+            if out_of_time:
+                self._message(f"time budget of {cfg.time_budget_minutes:g} min already spent "
+                              f"({self.elapsed_before / 60:.2f} min at step {self.step}); nothing to do (raise it "
+                              f"with --time-budget)")
+            with StopSignals() as signals:
+                while self.step < total and not out_of_time:
+                    # 1. the forward pass
+                    batch = task.next_batch()
+                    loss = task.forward(batch)
+                    loss_sum = loss.sum
+                    if _faults.active("nan-at-step", self.step + 1):
+                        loss_sum = loss_sum * float("nan")
+                    loss_value = float(loss_sum.detach())
+                    # 2. the global count, a stop signal and a NaN/inf loss on any process
+                    flags = torch.tensor([float(loss.count), float(signals.received is not None),
+                                          float(not math.isfinite(loss_value))], dtype=torch.float64)
+                    if self.dist is not None:
+                        self.dist.all_reduce(flags)
+                    global_count, stop_asked, diverged = float(flags[0]), bool(flags[1] > 0), bool(flags[2] > 0)
+                    if diverged:
+                        raise task.error(diverged_message(self.step + 1, "loss", loss_value, self.ckpt_root))
+                    # 3. the update
+                    self.opt.zero_grad(set_to_none=True)
+                    task.scale(loss_sum, global_count).backward()
+                    gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                           cfg.grad_clip if cfg.grad_clip else float("inf"))
+                    if not math.isfinite(float(gnorm)):
+                        raise task.error(diverged_message(self.step + 1, "gradient norm", float(gnorm),
+                                                          self.ckpt_root))
+                    self.opt.step()
+                    self.sched.step()
+                    task.after_update(loss)
+                    self.step += 1
+                    # 4. train metrics
+                    self.accum["loss_sum"] += loss_value
+                    for k, v in loss.sums.items():
+                        self.accum[k] += v
+                    out_of_time = self.step < total and self.budget.spent()
+                    last = self.step == total or out_of_time
+                    if self.log is not None:
+                        self.log.step(self.step, {**task.progress_metrics(self.accum),
+                                                  "tokens_per_s": self.accum["tokens"] * self.world
+                                                  / max(time.time() - self.t_last, 1e-9)})
+                    if self.step % cfg.log_interval == 0 or last:
+                        self._record_train()
+                    # 5. validation and checkpoints
+                    evaluating = self.step % cfg.eval_interval == 0 or last
+                    if evaluating:
+                        self._validate_and_save()
+                    elif cfg.save_interval and self.step % cfg.save_interval == 0:
+                        self._save(["last"])
+                        self.t_last = time.time()
+                    _faults.maybe_kill("kill-at-step", self.step)
+                    # 6. stop signal, time budget
+                    if stop_asked or signals.received is not None:
+                        if not evaluating:
+                            self._save(["last"])
+                        status = "stopped"
+                        self._message(f"stopped by {signals.received or 'a signal'} at step {self.step}: checkpoint "
+                                      f"saved in {self.ckpt_root}; continue with --resume")
+                        break
+                    if out_of_time:
+                        self._message(f"time budget of {cfg.time_budget_minutes:g} min spent at step {self.step} "
+                                      f"of {total}; continue with --resume and a larger --time-budget")
+            # why the run ended before its steps: None, "time budget", or the signal's name
+            stopped = ((signals.received or "a signal") if status == "stopped" else "time budget" if out_of_time
+                       else None)
+            return self._finish(status, stopped, t_start)
+        finally:
+            if self.log is not None:
+                self.log.close()
+                self.log = None
+
+    # -- the pieces of a step
+    def _message(self, text: str) -> None:
+        if self.log is not None:
+            self.log.message(text)
+
+    def _record_train(self) -> None:
+        """A train record from the train sums of every process, which then start again from zero."""
+        totals = dict(self.accum)
+        if self.dist is not None:
+            keys = sorted(totals)
+            vec = torch.tensor([float(totals[k]) for k in keys], dtype=torch.float64)
+            self.dist.all_reduce(vec)
+            totals = dict(zip(keys, vec.tolist()))
+        now = time.time()
+        if self.log is not None:
+            self.log.record({"step": self.step, "split": "train", **self.task.train_metrics(totals),
+                             "lr": self.sched.get_last_lr()[0], "epoch": self.task.epoch,
+                             "tokens_per_s": totals["tokens"] / max(now - self.t_last, 1e-9),
+                             "train_seconds": round(self.budget.elapsed(), 3)})
+        self.accum, self.t_last = self.task.zero_accum(), now
+
+    def _validate_and_save(self) -> None:
+        """Rank 0 validates and keeps the best; every process then saves (``best`` too where it improved)."""
+        pointers = ["last"]
+        if self.rank == 0:
+            metrics = self.task.validate()
+            self.log.record({"step": self.step, "split": "valid", **metrics,
+                             "train_seconds": round(self.budget.elapsed(), 3)})
+            self.log.plot()
+            if self.best is None or self.task.beats(metrics, self.best):
+                self.best = self.task.best_record(self.step, metrics)
+                pointers.append("best")
+        self.best, pointers = share_best(self.dist, self.best, self.step, pointers)
+        self._save(pointers)
+        self.t_last = time.time()
+
+    def _save(self, pointers: list) -> None:
+        """A checkpoint of this step (every process takes part; rank 0 writes it)."""
+        rngs = gather_from_ranks(self.dist, self.world, capture_rng())
+        task_state = self.task.checkpoint_state()
+        if self.rank == 0:
+            state = {**task_state, "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                     "rng": rngs, "best": self.best, "accum": self.accum, "world_size": self.world,
+                     "threads": torch.get_num_threads(), "elapsed_s": self.budget.elapsed()}
+            save_checkpoint(self.ckpt_root, self.model, state, self.step, pointers)
+        if self.dist is not None:
+            self.dist.barrier()
+
+    def _finish(self, status: str, stopped, t_start: float) -> dict:
+        """The summary (written by rank 0 to ``summary.json``) and the final message of a completed run."""
+        best, train_s = self.best, self.budget.elapsed()
+        summary = {"status": status, "stopped": stopped, "step": self.step, "total_steps": self.task.total,
+                   "world_size": self.world, "best_step": best["step"] if best else None,
+                   "best_valid": self.task.best_valid(best) if best else None,
+                   "seconds_this_session": round(time.time() - t_start, 2), "train_seconds": round(train_s, 2),
+                   "budget_clock": self.cfg.budget_clock, "time_budget_minutes": self.cfg.time_budget_minutes}
+        summary = self.task.summary(summary, train_s)
+        if self.rank == 0:
+            write_json_atomic(self.run_dir / SUMMARY, summary)
+            if status == "completed" and best:
+                self._message(f"done: {self.step} steps; best valid {self.task.describe_best(best)} at step "
+                              f"{best['step']}; run dir {self.run_dir}")
+        return summary
