@@ -308,7 +308,9 @@ class StepLoop:
                         self.t_last = time.time()
                     _faults.maybe_kill("kill-at-step", self.step)
                     # 6. stop signal, time budget
-                    if stop_asked or signals.received is not None:
+                    # under DDP only the all-reduced flag counts: a signal that reached one process after
+                    # this step's all-reduce is acted on at the next step, by every process together
+                    if stop_asked or (self.dist is None and signals.received is not None):
                         if not evaluating:
                             self._save(["last"])
                         status = "stopped"
