@@ -69,9 +69,10 @@ RL_FLAGS = {
     "--reward-clip": ("reward_clip", _optional_float, "clip rewards to +-this, or none (default 1)", None),
     "--actors": ("actors", _int, "actor processes; 0 = step the environments in the learner (default 2)", None),
     "--envs-per-actor": ("envs_per_actor", _optional_int, "environments per actor (default batch/actors)", None),
-    "--queue-size": ("queue_size", _optional_int, "rollouts the queue holds (default two batches)", None),
-    "--threads": ("threads", _optional_int, "learner torch threads (default: the cores the actors leave, "
-                                            "at least 1)", None),
+    "--queue-size": ("queue_size", _optional_int, "rollouts the actors may have ready (shared-memory slots; "
+                                                  "default two batches)", None),
+    "--threads": ("threads", _optional_int, "learner torch threads (default: Atari every core, memory env "
+                                            "the cores the actors leave, at least 1)", None),
     "--actor-threads": ("actor_threads", _int, "torch threads per actor (default 1)", None),
     "--seed": ("seed", _int, "seed (default 0)", None),
     "--out": ("out", _text, "run directory (default runs/ENV-CORE-sSEED)", None),

@@ -65,6 +65,43 @@ def test_frame_encoders(encoder):
         Agent((4, 64, 64), 6, encoder=encoder)
 
 
+def test_frame_scaling_is_the_plain_formula():
+    from fastweights.models.agent import _frames
+
+    x = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    y = _frames(x)
+    assert torch.equal(y, x.float() / 255.0) and y.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_learner_loss_and_gradients_do_not_depend_on_the_thread_count():
+    """The learner's default thread count changed (results/atari.md): the same batch gives the same loss
+    and gradients (up to float rounding) on 1 and 2 threads."""
+    torch.manual_seed(0)
+    cfg = RLConfig(encoder="deep", core="rdn", batch_size=2, unroll=3, out="unused")
+    agent = build_agent(cfg, (4, 84, 84), 6)
+    T, B = cfg.unroll, cfg.batch_size
+    first = torch.zeros(T + 1, B, dtype=torch.bool)
+    first[2, 1] = True
+    batch = {"obs": torch.randint(0, 256, (T + 1, B, 4, 84, 84), dtype=torch.uint8),
+             "reward": torch.tensor([[0.0, 1.0], [2.0, 0.0], [0.0, -1.0], [1.0, 0.0]]), "first": first,
+             "action": torch.randint(0, 6, (T, B)), "logits": torch.randn(T, B, 6), "state": agent.initial_state(B)}
+    old = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            agent.zero_grad(set_to_none=True)
+            loss, _ = impala_loss(agent, batch, cfg)
+            loss.backward()
+            results.append((loss.detach(), [p.grad.clone() for p in agent.parameters()]))
+    finally:
+        torch.set_num_threads(old)
+    (l1, g1), (l2, g2) = results
+    torch.testing.assert_close(l1, l2, rtol=1e-5, atol=1e-6)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_paper_core_sizes():
     fwp = Agent((4, 84, 84), 6, encoder="shallow", core="rdn")
     assert len(fwp.core.blocks) == 2 and fwp.core.blocks[0].mixer.num_heads == 4

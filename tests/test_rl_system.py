@@ -66,6 +66,41 @@ def test_actor_processes_feed_the_learner(tmp_path):
     assert time.time() - t0 < 120
 
 
+def test_actor_pool_delivers_what_an_in_process_worker_collects():
+    """The observations travel through shared-memory slots (one slot here, so it is reused for every
+    rollout), the rest through the queue: the batches equal the rollouts of the same worker run here."""
+    import torch
+
+    from fastweights.rl.actors import ActorPool, RolloutWorker, build_agent, env_spec, make_env
+
+    cfg = RLConfig(env="memory", cues=2, delay=1, core="rdn", features=8, core_dim=8, core_ff=16, batch_size=4,
+                   unroll=5, actors=1, queue_size=1, out="unused")
+    torch.manual_seed(0)
+    agent = build_agent(cfg, *env_spec(cfg))
+    agent.share_memory()
+    pool = ActorPool(cfg, agent)
+    try:
+        batches = [pool.next_batch(timeout_s=60) for _ in range(3)]
+    finally:
+        pool.close()
+    old = torch.get_num_threads()
+    torch.set_num_threads(cfg.actor_threads)
+    try:
+        worker = RolloutWorker([make_env(cfg) for _ in range(4)], agent, cfg.unroll, cfg.reward_clip,
+                               seed=cfg.seed * 10007 + 101)  # actor 0's seed
+        expected = [worker.collect() for _ in range(3)]
+    finally:
+        torch.set_num_threads(old)
+    for got, want in zip(batches, expected):
+        for key in ("obs", "reward", "first", "action"):
+            assert torch.equal(got[key], want[key]), key
+        torch.testing.assert_close(got["logits"], want["logits"])
+        for a, b in zip(got["state"], want["state"]):
+            torch.testing.assert_close(a, b)
+        assert got["episodes"] == want["episodes"] and got["env_frames"] == want["env_frames"]
+    assert torch.equal(batches[1]["obs"][0], batches[0]["obs"][-1])  # the overlapping frame
+
+
 @pytest.mark.parametrize("fault,expect", [("actor-crash:2", "exited with code 1; its last error: RuntimeError: "
                                                              "injected fault"),
                                           ("actor-kill:1", "killed by signal 9")])

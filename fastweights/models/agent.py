@@ -42,8 +42,10 @@ def core_names() -> list[str]:
 # ------------------------------------------------------------------------------------------ encoders
 
 def _frames(x: torch.Tensor) -> torch.Tensor:
-    """uint8 frames -> float in [0, 1], channels-last (about 1.5x faster convolutions on CPU)."""
-    return (x.float() / 255.0).contiguous(memory_format=torch.channels_last)
+    """uint8 frames -> float in [0, 1], channels-last (about 1.5x faster convolutions on CPU). The bytes
+    are reordered before the conversion, and the division is in place: one pass over the float frames
+    instead of three (the same values as ``(x.float() / 255).contiguous(channels_last)``)."""
+    return x.contiguous(memory_format=torch.channels_last).float().div_(255.0)
 
 
 class ResidualBlock(nn.Module):

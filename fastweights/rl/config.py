@@ -53,8 +53,10 @@ class RLConfig:
 
     System: ``actors`` processes (0: the learner steps the environments itself, synchronously and
     reproducibly), each running ``envs_per_actor`` environments (None: batch_size / actors);
-    ``queue_size`` rollouts between them (None: two batches' worth); ``threads`` (learner's torch threads,
-    None: the cores the actors leave over, at least 1; torch's default with ``actors=0``), ``actor_threads`` (1).
+    ``queue_size`` rollouts between them (shared-memory slots; None: two batches' worth); ``threads``
+    (learner's torch threads, None: with actor processes every core for Atari and the cores the actors
+    leave over for the memory env, see :func:`~fastweights.rl.impala.default_learner_threads`; torch's
+    default with ``actors=0``), ``actor_threads`` (1).
 
     Bookkeeping: ``seed``, ``out``, ``log_interval`` and ``save_interval`` (learner steps),
     ``time_budget_minutes`` on ``budget_clock`` (as in the supervised loop).
