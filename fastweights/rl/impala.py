@@ -162,10 +162,10 @@ def default_learner_threads(cfg: RLConfig) -> int:
 
     Atari: every core. The learner is the bottleneck there (its forward and backward pass over the batch
     cost 2-4x the actors' forward passes), so the actors spend most of their time waiting for a free
-    slot, and a learner limited to the cores they leave over idles the rest: on 2 cores with 2 actors,
-    2 learner threads instead of 1 raised the system from 149 to 205 env steps/s (deep encoder) and
-    from ~380 to ~490 (shallow; results/atari.md). While the actors do run, the threads share the
-    cores with them. Memory environment (tiny models): the cores the actors leave over, at least 1."""
+    slot, and a learner limited to the cores they leave over idles the rest: on an idle 2-core machine
+    with 2 actors, 2 learner threads instead of 1 raised the system from 157 to 215 env steps/s with the
+    deep encoder and left the shallow one unchanged (796 vs 787; results/atari.md, section 2). While the
+    actors do run, the threads share the cores with them. Memory environment (tiny models): the cores the actors leave over, at least 1."""
     cores = os.cpu_count() or 1
     if cfg.env == "atari":
         return cores

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Tables and plots of results/algorithmic.md from a sweep.sh runs directory:
-#   results/algorithmic/report.sh RUNS_DIR
+#   results/algorithmic/report.sh RUNS_DIR [SETTING...]     SETTING: v3 v5 d10 d15 (default: all four)
 # For each setting, every finished run (summary.json present) is scored on the test split (best-validation
 # checkpoint) and drawn; the runs' config, summary and metrics are copied to results/algorithmic/runs/.
 set -euo pipefail
-RUNS=${1:?usage: report.sh RUNS_DIR}
+RUNS=${1:?usage: report.sh RUNS_DIR [SETTING...]}; shift
+SETTINGS=${*:-v3 v5 d10 d15}
 FW=${FW:-fastweights}
 HERE=$(cd "$(dirname "$0")" && pwd)
 MODELS=${MODELS:-"lstm transformer lt deltanet delta-mlp delta-delta delta-rnn delta-lstm rdn"}
 declare -A TITLE=([v3]="code execution, 3 variables" [v5]="code execution, 5 variables"
                   [d10]="ListOps, depth 10" [d15]="ListOps, depth 15")
-for setting in v3 v5 d10 d15; do
+for setting in $SETTINGS; do
   dirs=()
   for model in $MODELS; do
     d="$RUNS/$setting-$model"
