@@ -11,27 +11,14 @@ import pytest
 
 from fastweights.rl import RLConfig, RLError, evaluate_rl_run, train
 
+from .helpers import cli_env, cli_in_process
+
 
 def _cfg(tmp_path, name, **kw):
     base = dict(env="memory", cues=2, delay=3, features=32, core_dim=32, core_ff=64, batch_size=16, unroll=20,
                 lr=2e-3, actors=0, threads=1, log_interval=20, save_interval=50, out=str(tmp_path / name))
     base.update(kw)
     return RLConfig(**base)
-
-
-class _Result:
-    def __init__(self, code, out, err):
-        self.returncode, self.stdout, self.stderr = code, out, err
-
-
-def _cli(capsys, *args):
-    """Runs the command line in this process (a subprocess would spend seconds importing torch)."""
-    from fastweights.cli import main
-
-    capsys.readouterr()
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return _Result(code, out, err)
 
 
 # ---- end to end: memory is needed and is learned ---------------------------------------------------------
@@ -120,22 +107,22 @@ def test_cli_train_resume_eval(tmp_path, capsys):
     out = tmp_path / "run"
     common = ["--core", "ff", "--delay", "2", "--features", "16", "--core-dim", "16", "--actors", "0",
               "--threads", "1", "--out", str(out), "--log-interval", "5", "--save-interval", "5"]
-    r = _cli(capsys, "train", "memory", *common, "--frames", "3200")
+    r = cli_in_process(capsys, "train", "memory", *common, "--frames", "3200")
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "summary.json").read_text())["step"] == 10
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["kind"] == "rl" and cfg["core"] == "ff"
-    r = _cli(capsys, "train", "memory", "--out", str(out), "--resume", "--frames", "6.4e3")
+    r = cli_in_process(capsys, "train", "memory", "--out", str(out), "--resume", "--frames", "6.4e3")
     assert r.returncode == 0, r.stderr
     assert "resuming at step 10" in r.stderr
     assert json.loads((out / "summary.json").read_text())["step"] == 20
-    r = _cli(capsys, "eval", str(out), "--episodes", "12", "--json")
+    r = cli_in_process(capsys, "eval", str(out), "--episodes", "12", "--json")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["episodes"] == 12 and res["step"] == 20 and "return_std" in res and 0 <= res["success"] <= 1
-    r = _cli(capsys, "eval", str(out), "--episodes", "5")
+    r = cli_in_process(capsys, "eval", str(out), "--episodes", "5")
     assert r.returncode == 0 and "return" in r.stdout and "+-" in r.stdout
-    r = _cli(capsys, "train", "memory", "--out", str(out), "--resume", "--core", "rdn")
+    r = cli_in_process(capsys, "train", "memory", "--out", str(out), "--resume", "--core", "rdn")
     assert r.returncode == 2 and r.stderr.strip().startswith("fastweights: error: --core: cannot change core")
 
 
@@ -143,7 +130,7 @@ def test_cli_train_resume_eval(tmp_path, capsys):
                                        (["--delay", "-3"], "--delay"), (["--frames", "2.5"], "--frames"),
                                        (["--batch-size", "16", "--actors", "3"], "--actors")])
 def test_cli_bad_flags_give_one_line(tmp_path, capsys, args, flag):
-    r = _cli(capsys, "train", "memory", *args, "--out", str(tmp_path / "x"))
+    r = cli_in_process(capsys, "train", "memory", *args, "--out", str(tmp_path / "x"))
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"fastweights: error: {flag}"), r.stderr
@@ -152,8 +139,8 @@ def test_cli_bad_flags_give_one_line(tmp_path, capsys, args, flag):
 def test_nan_loss_stops_keeping_the_checkpoint(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("FASTWEIGHTS_FAULT", "nan-at-step:3")
     out = tmp_path / "nan"
-    r = _cli(capsys, "train", "memory", "--core", "ff", "--features", "8", "--actors", "0", "--out", str(out),
-             "--frames", "1e5", "--save-interval", "2")
+    r = cli_in_process(capsys, "train", "memory", "--core", "ff", "--features", "8", "--actors", "0",
+                       "--out", str(out), "--frames", "1e5", "--save-interval", "2")
     assert r.returncode == 1
     assert "loss is nan at step 3" in r.stderr and "step 2" in r.stderr
     assert json.loads((out / "checkpoints" / "last.json").read_text())["step"] == 2
@@ -165,7 +152,8 @@ def test_sigterm_saves_and_stops(tmp_path):
     out = tmp_path / "term"
     proc = subprocess.Popen([sys.executable, "-m", "fastweights.cli", "train", "memory", "--core", "ff",
                              "--features", "8", "--actors", "0", "--out", str(out), "--frames", "1e8",
-                             "--save-interval", "100000"], stderr=subprocess.PIPE, text=True)
+                             "--save-interval", "100000", "--log-interval", "1"],
+                            stderr=subprocess.PIPE, text=True, env=cli_env())
     deadline = time.time() + 60
     while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text().strip():
         assert time.time() < deadline and proc.poll() is None
