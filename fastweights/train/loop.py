@@ -168,8 +168,6 @@ def _train(cfg, resume, progress, dist, rank, world) -> dict:
     loop = StepLoop(task, cfg, run_dir, model, opt, sched, dist, rank, world, device)
     if resume:
         loop.resume()
-    for g in opt.param_groups:  # a resumed run keeps its configured rate schedule
-        g.setdefault("initial_lr", cfg.lr)
     task.net = distributed(task.net, dist, device)
     return loop.run(progress)
 
