@@ -107,7 +107,8 @@ def _flag_error(e) -> ValueError:
 
 
 def train_command(args) -> int:
-    from .rl import RLConfig, RLConfigError, RLError, resume_rl_config, train
+    from .rl import RLConfig, RLError, resume_rl_config, train
+    from .train.config import TrainConfigError
 
     given = {}
     for flag, (field, parse, _, _) in RL_FLAGS.items():
@@ -126,7 +127,7 @@ def train_command(args) -> int:
                 given["out"] = f"runs/{name}-{given.get('core', 'rdn')}-s{given.get('seed', 0)}"
             cfg = RLConfig(**given)
         summary = train(cfg, resume=args.resume)
-    except RLConfigError as e:
+    except TrainConfigError as e:  # RLConfigError, or the run start's check of --out
         raise _flag_error(e) from None
     except RLError as e:
         print(f"fastweights: error: {e}", file=sys.stderr)

@@ -146,6 +146,23 @@ def test_nan_loss_stops_keeping_the_checkpoint(tmp_path, capsys, monkeypatch):
     assert json.loads((out / "checkpoints" / "last.json").read_text())["step"] == 2
 
 
+def test_time_budget_stops_saves_and_resumes(tmp_path):
+    """The learner runs in the training system's step loop: a spent time budget stops the run after a step,
+    with a checkpoint of that step, and a resume with a larger budget carries the counters on."""
+    import dataclasses
+
+    cfg = _cfg(tmp_path, "budget", core="ff", features=8, frames=16 * 20 * 4, time_budget_minutes=1e-4,
+               save_interval=100)
+    summary = train(cfg, progress=False)
+    assert summary["status"] == "completed" and summary["stopped"] == "time budget"
+    assert summary["step"] == 1 and summary["frames"] == 16 * 20
+    assert json.loads((tmp_path / "budget" / "checkpoints" / "last.json").read_text())["step"] == 1
+    summary = train(dataclasses.replace(cfg, time_budget_minutes=None), resume=True, progress=False)
+    assert summary["stopped"] is None and summary["step"] == 4 and summary["frames"] == 16 * 20 * 4
+    records = [json.loads(line) for line in open(tmp_path / "budget" / "metrics.jsonl")]
+    assert [r["step"] for r in records] == [1, 4] and records[-1]["episodes_total"] == summary["episodes"]
+
+
 def test_sigterm_saves_and_stops(tmp_path):
     import signal
 

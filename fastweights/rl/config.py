@@ -17,12 +17,9 @@ from ..train.common import BUDGET_CLOCKS
 ENVS = ("atari", "memory")
 
 
-class RLConfigError(ValueError):
-    """A bad ``RLConfig`` value; ``field`` names the field."""
-
-    def __init__(self, field_name: str, message: str):
-        super().__init__(message)
-        self.field = field_name
+class RLConfigError(_train_config.TrainConfigError):
+    """A bad ``RLConfig`` value; ``field`` names the field (a ``TrainConfigError``, as the shared run start
+    raises for ``out``)."""
 
 
 _int = functools.partial(_train_config._int, error=RLConfigError)

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from ..train.checkpoint import CheckpointError, load_checkpoint, read_pointer
+from ..train.driver import CKPT
 from .actors import build_agent, core_reward, env_spec, make_env, quiet_numba
-from .impala import CKPT, load_rl_config
+from .impala import load_rl_config
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """The IMPALA learner (Espeholt et al. 2018): batches actors' rollouts, computes V-trace targets and
-updates the agent with RMSprop; checkpoints, resume, logging, SIGTERM and NaN stops as in the supervised
-loop (:mod:`fastweights.train`).
+updates the agent with RMSprop, in the training system's step loop (:mod:`fastweights.train.driver`), so
+checkpoints, resume, time budgets, logging, SIGTERM and NaN stops work as in the supervised loop.
 
 ``train(cfg, resume=False)`` runs an :class:`~fastweights.rl.config.RLConfig` into ``cfg.out``::
 
@@ -22,7 +22,6 @@ to an uninterrupted one.
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import time
@@ -32,16 +31,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json_atomic
-from ..train.common import Budget, StopSignals, capture_rng, diverged_message, restore_rng
+from ..train.driver import CONFIG, BatchLoss, StepLoop, Task, start_run, write_run_config
 from . import vtrace
 from .actors import (ActorPool, RolloutWorker, build_agent, clip_reward, core_reward, env_spec,
                      keep_freed_memory, make_env, quiet_numba)
 from .config import RLConfig, RLConfigError
 
-CONFIG = "config.json"
-SUMMARY = "summary.json"
-CKPT = "checkpoints"
 RESUMABLE_OVERRIDES = ("frames", "log_interval", "save_interval", "time_budget_minutes", "actors",
                        "envs_per_actor", "queue_size", "threads", "actor_threads")
 
@@ -165,7 +160,8 @@ def default_learner_threads(cfg: RLConfig) -> int:
     slot, and a learner limited to the cores they leave over idles the rest: on an idle 2-core machine
     with 2 actors, 2 learner threads instead of 1 raised the system from 157 to 215 env steps/s with the
     deep encoder and left the shallow one unchanged (796 vs 787; results/atari.md, section 2). While the
-    actors do run, the threads share the cores with them. Memory environment (tiny models): the cores the actors leave over, at least 1."""
+    actors do run, the threads share the cores with them. Memory environment (tiny models): the cores the
+    actors leave over, at least 1."""
     cores = os.cpu_count() or 1
     if cfg.env == "atari":
         return cores
@@ -175,23 +171,15 @@ def default_learner_threads(cfg: RLConfig) -> int:
 def train(cfg: RLConfig, resume: bool = False, progress: bool | None = None) -> dict:
     """Trains ``cfg`` into ``cfg.out`` (with ``resume``: from its last checkpoint). Returns the summary.
 
-    Raises ``ValueError`` (bad config, run directory or checkpoint) and :class:`RLError`."""
-    from .actors import ActorError
-    from ..train.runlog import RunLog
-
-    run_dir = Path(cfg.out)
-    if not resume and (run_dir / CONFIG).exists():
-        raise RLConfigError("out", f"out {run_dir} already holds a run; resume it or choose another directory")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RLConfigError("out", f"out: cannot create {run_dir}: {e.strerror or e}") from None
+    The step loop is the training system's (:class:`~fastweights.train.driver.StepLoop`): time budget,
+    SIGTERM, NaN stops, checkpoints and records work as in the supervised loop; the budget's CPU clock
+    counts the learner process only. Raises ``ValueError`` (bad config, run directory or checkpoint) and
+    :class:`RLError`."""
+    run_dir, _ = start_run(cfg, resume, None, 0, 1)
     quiet_numba()
     if cfg.env == "atari":
         keep_freed_memory()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    elif cfg.actors > 0:
+    if cfg.threads is None and cfg.actors > 0:
         torch.set_num_threads(default_learner_threads(cfg))
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -201,152 +189,132 @@ def train(cfg: RLConfig, resume: bool = False, progress: bool | None = None) -> 
     opt = torch.optim.RMSprop(agent.parameters(), lr=cfg.lr, alpha=cfg.rms_alpha, eps=cfg.rms_eps)
     total = cfg.total_steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / total))
-    ckpt_root = run_dir / CKPT
-    step, frames, episodes_done, elapsed_before = 0, 0, 0, 0.0
+    task = _ImpalaTask(cfg, agent, obs_shape, num_actions)
+    loop = StepLoop(task, cfg, run_dir, agent, opt, sched)
     if resume:
-        loaded = load_checkpoint(ckpt_root, agent, "last")
-        if loaded is not None:
-            _, st = loaded
-            try:
-                opt.load_state_dict(st["optimizer"])
-                sched.load_state_dict(st["scheduler"])
-                step, frames, episodes_done = int(st["step"]), int(st["frames"]), int(st["episodes"])
-                elapsed_before = float(st.get("elapsed_s", 0.0))
-                restore_rng(st["rng"])
-            except (KeyError, ValueError, TypeError, RuntimeError) as e:
-                raise CheckpointError(f"checkpoint in {ckpt_root} does not fit this run ({e})") from None
-    write_json_atomic(run_dir / CONFIG, cfg.to_dict())
-    total = max(total, step)
+        loop.resume()
+    write_run_config(run_dir, cfg, 0, None)
+    return loop.run(progress)
 
-    log = RunLog(run_dir, "rl", total, step, progress, formatter=format_record, plotter=plot_curves)
-    n_params = sum(p.numel() for p in agent.parameters())
-    log.message(f"{'resuming at step ' + str(step) if step else 'starting'}: IMPALA on {cfg.env_name()}, encoder "
-                f"{cfg.encoder}, core {cfg.core} ({n_params:,} parameters), {cfg.frames:,} frames = {total} steps "
-                f"of {cfg.batch_size}x{cfg.unroll}, {cfg.actors} actor process(es), run dir {run_dir}")
-    budget = Budget(cfg.time_budget_minutes, cfg.budget_clock, elapsed_before)
-    source = None
-    status, stopped = "completed", None
-    t_start = time.time()
-    window = _Window()
 
-    def save():
-        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": capture_rng(),
-                 "frames": frames, "episodes": episodes_done, "elapsed_s": budget.elapsed()}
-        save_checkpoint(ckpt_root, agent, state, step, ("last",))
+class _ImpalaTask(Task):
+    """The IMPALA learner's hooks for :class:`~fastweights.train.driver.StepLoop`: batches from the actors
+    (or from environments the learner steps itself), the summed IMPALA loss, the new weights sent to the
+    actors after each update, no validation; train records of the mean loss parts, gradient norm and the
+    returns of the episodes that ended since the last record, with env steps/s, emulator frames/s and the
+    fraction of the time the learner waited for rollouts."""
 
-    try:
-        with StopSignals() as signals:
-            source = (LocalSource(cfg, agent) if cfg.actors == 0
-                      else ProcessSource(cfg, agent, obs_shape, num_actions))
-            window.reset()
-            while step < total:
-                if budget.spent():
-                    stopped = "time budget"
-                    log.message(f"time budget of {cfg.time_budget_minutes:g} min spent at step {step}; continue "
-                                f"with --resume and a larger --time-budget")
-                    break
-                t0 = time.time()
-                try:
-                    batch = source.next_batch()
-                except ActorError as e:
-                    raise RLError(str(e)) from None
-                t1 = time.time()
-                loss, parts = impala_loss(agent, batch, cfg)
-                if os.environ.get("FASTWEIGHTS_FAULT", "") == f"nan-at-step:{step + 1}":
-                    loss = loss * float("nan")
-                loss_value = float(loss.detach())
-                if not math.isfinite(loss_value):
-                    raise RLError(diverged_message(step + 1, "loss", loss_value, ckpt_root))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                gnorm = torch.nn.utils.clip_grad_norm_(agent.parameters(), cfg.grad_clip or float("inf"))
-                if not math.isfinite(float(gnorm)):
-                    raise RLError(diverged_message(step + 1, "gradient norm", float(gnorm), ckpt_root))
-                opt.step()
-                sched.step()
-                if isinstance(source, ProcessSource):
-                    source.sync(agent)
-                step += 1
-                frames += batch["env_frames"] if cfg.env == "atari" else cfg.batch_size * cfg.unroll
-                episodes_done += len(batch["episodes"])
-                window.add(batch, loss_value, parts, float(gnorm), t1 - t0, time.time() - t1, cfg)
-                last = step >= total
-                log.step(step, window.summary())
-                if step % cfg.log_interval == 0 or last:
-                    log.record({"step": step, "split": "train", "frames": frames, "episodes_total": episodes_done,
-                                "lr": sched.get_last_lr()[0], **window.summary()})
-                    window.reset()
-                if step % cfg.save_interval == 0 or last:
-                    save()
-                    log.plot()
-                if signals.received is not None:
-                    save()
-                    log.plot()
-                    status, stopped = "stopped", signals.received
-                    log.message(f"stopped by {signals.received} at step {step}: checkpoint saved in {ckpt_root}; "
-                                f"continue with --resume")
-                    break
-            if stopped == "time budget":
-                save()
-                log.plot()
-        summary = {"status": status, "stopped": stopped, "step": step, "total_steps": total, "frames": frames,
-                   "episodes": episodes_done, "seconds_this_session": round(time.time() - t_start, 2),
-                   "train_seconds": round(budget.elapsed(), 2), "budget_clock": cfg.budget_clock,
-                   "time_budget_minutes": cfg.time_budget_minutes}
-        recent = [r for r in log.history if r.get("split") == "train" and r.get("return_mean") is not None]
+    name = "rl"
+    error = RLError
+    epoch = None
+    validates = False
+
+    def __init__(self, cfg: RLConfig, agent, obs_shape, num_actions: int):
+        self.cfg, self.agent, self.obs_shape, self.num_actions = cfg, agent, obs_shape, num_actions
+        self.total = cfg.total_steps
+        self.frames, self.episodes = 0, 0
+        self.source = None
+        self.n_params = sum(p.numel() for p in agent.parameters())
+
+    # -- the run
+    def start(self) -> None:
+        self.source = (LocalSource(self.cfg, self.agent) if self.cfg.actors == 0
+                       else ProcessSource(self.cfg, self.agent, self.obs_shape, self.num_actions))
+
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.close()
+            self.source = None
+
+    def run_log_options(self) -> dict:
+        return {"formatter": format_record, "plotter": plot_curves}
+
+    # -- one step
+    def next_batch(self):
+        from .actors import ActorError
+
+        t0 = time.time()
+        try:
+            batch = self.source.next_batch()
+        except ActorError as e:
+            raise RLError(str(e)) from None
+        batch["wait_s"] = time.time() - t0
+        return batch
+
+    def forward(self, batch) -> BatchLoss:
+        loss, parts = impala_loss(self.agent, batch, self.cfg)
+        self.frames += batch["env_frames"] if self.cfg.env == "atari" else self.cfg.batch_size * self.cfg.unroll
+        self.episodes += len(batch["episodes"])
+        sums = {"updates": 1, "tokens": batch["action"].numel(), "wait_s": batch["wait_s"], **parts,
+                "episodes": len(batch["episodes"]), "return_sum": sum(e[0] for e in batch["episodes"]),
+                "length_sum": sum(e[1] for e in batch["episodes"]),
+                "success_n": sum(e[2] is not None for e in batch["episodes"]),
+                "success_sum": sum(float(e[2]) for e in batch["episodes"] if e[2] is not None)}
+        return BatchLoss(loss, batch["action"].numel(), sums)
+
+    def scale(self, loss_sum, global_count):
+        return loss_sum  # the IMPALA loss is a sum over the T x B steps, not a mean
+
+    def after_update(self, loss: BatchLoss) -> None:
+        if isinstance(self.source, ProcessSource):
+            self.source.sync(self.agent)
+
+    # -- metrics
+    def zero_accum(self) -> dict:
+        return {"loss_sum": 0.0, "grad_norm_sum": 0.0, "updates": 0, "tokens": 0, "wait_s": 0.0, "pg_loss": 0.0,
+                "baseline_loss": 0.0, "entropy": 0.0, "episodes": 0, "return_sum": 0.0, "length_sum": 0.0,
+                "success_n": 0, "success_sum": 0.0}
+
+    def train_metrics(self, totals: dict) -> dict:
+        n, eps = max(totals["updates"], 1), totals["episodes"]
+        out = {"frames": self.frames, "episodes_total": self.episodes, "loss": totals["loss_sum"] / n,
+               **{k: totals[k] / n for k in ("pg_loss", "baseline_loss", "entropy")},
+               "grad_norm": totals["grad_norm_sum"] / n, "episodes": eps,
+               "return_mean": totals["return_sum"] / eps if eps else None,
+               "episode_length": totals["length_sum"] / eps if eps else None}
+        if totals["success_n"]:
+            out["success"] = totals["success_sum"] / totals["success_n"]
+        return out
+
+    def rates(self, sums: dict, seconds: float) -> dict:
+        seconds = max(seconds, 1e-9)
+        skip = self.cfg.frame_skip if self.cfg.env == "atari" else 1
+        return {"env_steps_per_s": sums["tokens"] / seconds, "frames_per_s": sums["tokens"] * skip / seconds,
+                "learner_wait_frac": sums["wait_s"] / seconds}
+
+    # -- checkpoints
+    def checkpoint_state(self) -> dict:
+        return {"frames": self.frames, "episodes": self.episodes}
+
+    def restore(self, state: dict, ckpt_root: Path) -> None:
+        self.frames, self.episodes = int(state["frames"]), int(state["episodes"])
+
+    # -- messages and summary
+    def describe(self) -> str:
+        cfg = self.cfg
+        return (f"IMPALA on {cfg.env_name()}, encoder {cfg.encoder}, core {cfg.core} ({self.n_params:,} "
+                f"parameters), {cfg.frames:,} frames = {self.total} steps of {cfg.batch_size}x{cfg.unroll}, "
+                f"{cfg.actors} actor process(es)")
+
+    def describe_end(self, summary: dict, best) -> str:
+        return f", {self.frames:,} frames in {summary['seconds_this_session']:.0f} s"
+
+    def summary(self, summary: dict, train_seconds: float) -> dict:
+        summary = {k: v for k, v in summary.items() if k not in ("world_size", "best_step", "best_valid")}
+        summary.update(frames=self.frames, episodes=self.episodes)
+        history = _read_train_records(Path(self.cfg.out))
+        recent = [r for r in history if r.get("return_mean") is not None]
         if recent:
             summary["last_return_mean"] = recent[-1]["return_mean"]
             if recent[-1].get("success") is not None:
                 summary["last_success"] = recent[-1]["success"]
-        write_json_atomic(run_dir / SUMMARY, summary)
-        if status == "completed" and stopped is None:
-            log.message(f"done: {step} steps, {frames:,} frames in {summary['seconds_this_session']:.0f} s; "
-                        f"run dir {run_dir}")
         return summary
-    finally:
-        if source is not None:
-            source.close()
-        log.close()
 
 
-class _Window:
-    """Training metrics accumulated between two records."""
+def _read_train_records(run_dir: Path) -> list[dict]:
+    from ..train.runlog import read_metrics
 
-    def reset(self):
-        self.t0 = time.time()
-        self.steps, self.env_steps, self.loss, self.gnorm = 0, 0, 0.0, 0.0
-        self.parts = {}
-        self.returns, self.lengths, self.successes = [], [], []
-        self.wait_s = self.learn_s = 0.0
-
-    def add(self, batch, loss, parts, gnorm, wait_s, learn_s, cfg):
-        self.steps += 1
-        self.env_steps += batch["action"].numel()
-        self.loss += loss
-        self.gnorm += gnorm
-        for k, v in parts.items():
-            self.parts[k] = self.parts.get(k, 0.0) + v
-        for ret, length, success in batch["episodes"]:
-            self.returns.append(ret)
-            self.lengths.append(length)
-            if success is not None:
-                self.successes.append(float(success))
-        self.wait_s += wait_s
-        self.learn_s += learn_s
-        self.frame_skip = cfg.frame_skip
-
-    def summary(self) -> dict:
-        n = max(self.steps, 1)
-        dt = max(time.time() - self.t0, 1e-9)
-        out = {"loss": self.loss / n, **{k: v / n for k, v in self.parts.items()}, "grad_norm": self.gnorm / n,
-               "env_steps_per_s": self.env_steps / dt,
-               "frames_per_s": self.env_steps * getattr(self, "frame_skip", 1) / dt,
-               "learner_wait_frac": self.wait_s / dt, "episodes": len(self.returns),
-               "return_mean": float(np.mean(self.returns)) if self.returns else None,
-               "episode_length": float(np.mean(self.lengths)) if self.lengths else None}
-        if self.successes:
-            out["success"] = float(np.mean(self.successes))
-        return out
+    return [r for r in read_metrics(run_dir) if r.get("split") == "train"]
 
 
 def format_record(rec: dict) -> str:

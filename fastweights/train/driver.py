@@ -1,7 +1,7 @@
-"""The part of a training run that the supervised loop (:mod:`.loop`) and the language-model loop (:mod:`.lm`)
-share: the start of a run (:func:`start_run`, :func:`write_run_config`, :func:`seeded_model_and_optimizer`,
-:func:`distributed`) and the step loop (:class:`StepLoop`), which calls a :class:`Task` for everything that
-differs between tasks.
+"""The part of a training run that the supervised loop (:mod:`.loop`), the language-model loop (:mod:`.lm`) and
+the IMPALA learner (:mod:`fastweights.rl.impala`) share: the start of a run (:func:`start_run`,
+:func:`write_run_config`, :func:`seeded_model_and_optimizer`, :func:`distributed`) and the step loop
+(:class:`StepLoop`), which calls a :class:`Task` for everything that differs between tasks.
 
 One step of :meth:`StepLoop.run`, in order:
 
@@ -13,14 +13,19 @@ One step of :meth:`StepLoop.run`, in order:
 3. backward on ``task.scale(loss sum, global count)``, gradient clipping (a NaN/inf norm stops the run
    likewise), the optimizer and scheduler steps, ``task.after_update(loss)``; the step count goes up;
 4. the batch's loss and metric sums are added to the running train sums; every ``log_interval`` steps
-   (and at the last step) they are summed over processes and written as a train record;
+   (and at the last step) they are summed over processes and written as a train record (with
+   ``task.rates`` over the time since the last record, the time spent validating and saving left out);
 5. every ``eval_interval`` steps (and at the last step) rank 0 validates (``task.validate()``) and keeps
    the best (``task.beats``), then a checkpoint is saved (``last``, and ``best`` where it improved); at
-   other multiples of ``save_interval`` a checkpoint is saved;
+   other multiples of ``save_interval`` a checkpoint is saved. A task without validation
+   (``task.validates = False``, the RL learner) saves at multiples of ``save_interval`` and at the last
+   step, and redraws its curves each time;
 6. a stop signal (SIGTERM/SIGINT) saves a checkpoint if step 5 did not and ends the run; a spent time budget
    ends it too (its last step was already validated and saved by step 5, being the last step).
 
-The run ends with ``summary.json`` (``status``, ``stopped``: None, ``"time budget"`` or the signal's name).
+``task.start()`` runs once the signal handlers are in place, before the first step (the RL learner starts
+its actor processes), and ``task.close()`` when the run ends, however it ends. The run ends with
+``summary.json`` (``status``, ``stopped``: None, ``"time budget"`` or the signal's name).
 The last step is ``total`` or the first step past the time budget. Checkpoints hold the weights and
 ``trainer.pt``: ``optimizer``, ``scheduler``, ``rng`` (per process), ``best``, ``accum`` (the train sums since
 the last record), ``world_size``, ``threads``, ``elapsed_s`` (time on the budget's clock) and the task's own
@@ -123,12 +128,25 @@ class Task:
     """What differs between training loops, as hooks :class:`StepLoop` calls (see the module doc for when).
 
     Attributes: ``name`` (the run log's task: its plot and line format), ``error`` (the exception of a
-    NaN/inf loss or gradient), ``total`` (the run's steps), ``epoch`` (written in train records)."""
+    NaN/inf loss or gradient), ``total`` (the run's steps), ``epoch`` (written in train records; None: not
+    written), ``validates`` (False: no validation, see the module doc)."""
 
     name: str = ""
     error: type = RuntimeError
     total: int = 0
-    epoch: int = 0
+    epoch: int | None = 0
+    validates: bool = True
+
+    # -- the run
+    def start(self) -> None:
+        """Called before the first step, with the stop-signal handlers in place."""
+
+    def close(self) -> None:
+        """Called when the run ends (completed, stopped or failed)."""
+
+    def run_log_options(self) -> dict:
+        """Keyword arguments of :class:`.runlog.RunLog` (``formatter``, ``plotter``) replacing the defaults."""
+        return {}
 
     # -- one step
     def next_batch(self):
@@ -149,8 +167,13 @@ class Task:
 
     # -- metrics
     def zero_accum(self) -> dict:
-        """Empty train sums: ``loss_sum``, ``tokens`` and the keys of ``BatchLoss.sums``."""
+        """Empty train sums: ``loss_sum``, ``tokens`` and the keys of ``BatchLoss.sums``; with a
+        ``grad_norm_sum`` key the loop adds each step's gradient norm (before clipping) to it."""
         return {"loss_sum": 0.0, "tokens": 0}
+
+    def rates(self, sums: dict, seconds: float) -> dict:
+        """Per-second metrics of train sums gathered over ``seconds`` (train records, progress bar)."""
+        return {"tokens_per_s": sums["tokens"] / max(seconds, 1e-9)}
 
     def train_metrics(self, totals: dict) -> dict:
         """The metrics of a train record, from train sums (over every process)."""
@@ -191,6 +214,10 @@ class Task:
         """The best validation in the final message (``done: N steps; best valid ... at step S``)."""
         raise NotImplementedError
 
+    def describe_end(self, summary: dict, best: dict | None) -> str:
+        """What the final message of a completed run says after ``done: N steps``."""
+        return f"; best valid {self.describe_best(best)} at step {best['step']}" if best else ""
+
     def best_valid(self, best: dict):
         """The summary's ``best_valid`` entry."""
         return best
@@ -218,6 +245,7 @@ class StepLoop:
         self.step, self.best, self.elapsed_before = 0, None, 0.0
         self.accum = task.zero_accum()  # train sums since the last train record (this process's)
         self.budget = None
+        self._idle = False  # a resumed run with its budget already spent: no step, no "done" message
         self.log = None
         self.t_last = 0.0  # when the train sums started (for tokens/s)
 
@@ -246,7 +274,7 @@ class StepLoop:
         also written to ``summary.json``. Raises ``task.error`` on a NaN/inf loss or gradient."""
         task, cfg, total = self.task, self.cfg, self.task.total
         if self.rank == 0:
-            self.log = RunLog(self.run_dir, task.name, total, self.step, progress)
+            self.log = RunLog(self.run_dir, task.name, total, self.step, progress, **task.run_log_options())
             self.log.message(f"{'resuming at step ' + str(self.step) if self.step else 'starting'}: "
                              f"{task.describe()}, run dir {self.run_dir}")
         try:
@@ -254,11 +282,14 @@ class StepLoop:
             self.t_last = t_start
             self.budget = Budget(cfg.time_budget_minutes, cfg.budget_clock, self.elapsed_before, self.dist)
             out_of_time = self.step < total and self.budget.spent()  # a resumed run whose budget is already spent
+            self._idle = out_of_time
             if out_of_time:
                 self._message(f"time budget of {cfg.time_budget_minutes:g} min already spent "
                               f"({self.elapsed_before / 60:.2f} min at step {self.step}); nothing to do (raise it "
                               f"with --time-budget)")
             with StopSignals() as signals:
+                task.start()
+                self.t_last = time.time()  # the rates leave the start (e.g. of actor processes) out
                 while self.step < total and not out_of_time:
                     # 1. the forward pass
                     batch = task.next_batch()
@@ -289,29 +320,33 @@ class StepLoop:
                     self.step += 1
                     # 4. train metrics
                     self.accum["loss_sum"] += loss_value
+                    if "grad_norm_sum" in self.accum:
+                        self.accum["grad_norm_sum"] += float(gnorm)
                     for k, v in loss.sums.items():
                         self.accum[k] += v
                     out_of_time = self.step < total and self.budget.spent()
                     last = self.step == total or out_of_time
-                    if self.log is not None:
+                    if self.log is not None:  # this process's sums are 1/world of all processes' in that time
                         self.log.step(self.step, {**task.progress_metrics(self.accum),
-                                                  "tokens_per_s": self.accum["tokens"] * self.world
-                                                  / max(time.time() - self.t_last, 1e-9)})
+                                                  **task.rates(self.accum, (time.time() - self.t_last) / self.world)})
                     if self.step % cfg.log_interval == 0 or last:
                         self._record_train()
-                    # 5. validation and checkpoints
-                    evaluating = self.step % cfg.eval_interval == 0 or last
+                    # 5. validation and checkpoints (their time is left out of the rates)
+                    t_pause = time.time()
+                    evaluating = task.validates and (self.step % cfg.eval_interval == 0 or last)
                     if evaluating:
                         self._validate_and_save()
-                    elif cfg.save_interval and self.step % cfg.save_interval == 0:
+                    elif last or (cfg.save_interval and self.step % cfg.save_interval == 0):
                         self._save(["last"])
-                        self.t_last = time.time()
+                        if self.log is not None and not task.validates:
+                            self.log.plot()
+                    self.t_last += time.time() - t_pause
                     _faults.maybe_kill("kill-at-step", self.step)
                     # 6. stop signal, time budget
                     # under DDP only the all-reduced flag counts: a signal that reached one process after
                     # this step's all-reduce is acted on at the next step, by every process together
                     if stop_asked or (self.dist is None and signals.received is not None):
-                        if not evaluating:
+                        if not (evaluating or last):
                             self._save(["last"])
                         status = "stopped"
                         self._message(f"stopped by {signals.received or 'a signal'} at step {self.step}: checkpoint "
@@ -325,6 +360,7 @@ class StepLoop:
                        else None)
             return self._finish(status, stopped, t_start)
         finally:
+            task.close()
             if self.log is not None:
                 self.log.close()
                 self.log = None
@@ -344,9 +380,9 @@ class StepLoop:
             totals = dict(zip(keys, vec.tolist()))
         now = time.time()
         if self.log is not None:
+            epoch = {"epoch": self.task.epoch} if self.task.epoch is not None else {}
             self.log.record({"step": self.step, "split": "train", **self.task.train_metrics(totals),
-                             "lr": self.sched.get_last_lr()[0], "epoch": self.task.epoch,
-                             "tokens_per_s": totals["tokens"] / max(now - self.t_last, 1e-9),
+                             "lr": self.sched.get_last_lr()[0], **epoch, **self.task.rates(totals, now - self.t_last),
                              "train_seconds": round(self.budget.elapsed(), 3)})
         self.accum, self.t_last = self.task.zero_accum(), now
 
@@ -363,7 +399,6 @@ class StepLoop:
                 pointers.append("best")
         self.best, pointers = share_best(self.dist, self.best, self.step, pointers)
         self._save(pointers)
-        self.t_last = time.time()
 
     def _save(self, pointers: list) -> None:
         """A checkpoint of this step (every process takes part; rank 0 writes it)."""
@@ -388,7 +423,7 @@ class StepLoop:
         summary = self.task.summary(summary, train_s)
         if self.rank == 0:
             write_json_atomic(self.run_dir / SUMMARY, summary)
-            if status == "completed" and best:
-                self._message(f"done: {self.step} steps; best valid {self.task.describe_best(best)} at step "
-                              f"{best['step']}; run dir {self.run_dir}")
+            if status == "completed" and not self._idle:
+                self._message(f"done: {self.step} steps{self.task.describe_end(summary, best)}; run dir "
+                              f"{self.run_dir}")
         return summary
