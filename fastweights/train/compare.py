@@ -80,15 +80,16 @@ def summarize_run(run: dict, metric: str | None = None, test: bool = False) -> d
 
 
 def plot_runs(runs: list[dict], out: str | os.PathLike, metric: str | None = None, title: str | None = None) -> None:
-    """Two panels against minutes on the budget clock, one line per run: the training loss (every logged
-    record) and the validation ``metric``. Written atomically."""
+    """Three panels, one line per run: the training loss (every logged record) and the validation ``metric``
+    against minutes on the budget clock, and the validation ``metric`` against training steps (what each
+    model learns per batch, whatever a step costs). Written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     metric = metric or default_metric(runs[0])
-    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (ax_loss, ax_val, ax_steps) = plt.subplots(1, 3, figsize=(16, 4.5))
     measured_all = True
     for i, run in enumerate(runs):
         color, label = f"C{i % 10}", run["config"].get("model", run["name"])
@@ -99,15 +100,22 @@ def plot_runs(runs: list[dict], out: str | os.PathLike, metric: str | None = Non
             xs, measured = _minutes(run, recs)
             measured_all &= measured
             ax.plot(xs, [r[key] for r in recs], style, color=color, markersize=3, linewidth=1.2, label=label)
+        recs = [r for r in run["records"] if r.get("split") == "valid" and r.get(metric) is not None]
+        ax_steps.plot([r["step"] for r in recs], [r[metric] for r in recs], "o-", color=color, markersize=3,
+                      linewidth=1.2, label=label)
     clock = {r["summary"].get("budget_clock", "wall") for r in runs}
     xlabel = (f"{'CPU minutes' if clock == {'cpu'} else 'minutes'} of training"
               f"{'' if measured_all else ' (steps scaled to each run’s total)'}")
     ax_loss.set_ylabel("training loss (nats)")
     ax_val.set_ylabel(f"validation {metric}")
-    if metric not in LOWER_IS_BETTER:
-        ax_val.set_ylim(0, 1)
+    ax_steps.set_ylabel(f"validation {metric}")
+    for ax in (ax_val, ax_steps):
+        if metric not in LOWER_IS_BETTER:
+            ax.set_ylim(0, 1)
     for ax in (ax_loss, ax_val):
         ax.set_xlabel(xlabel)
+    ax_steps.set_xlabel("training steps")
+    for ax in (ax_loss, ax_val, ax_steps):
         ax.grid(alpha=0.3)
     ax_val.legend(fontsize=8, ncol=2)
     if title:
