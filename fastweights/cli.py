@@ -483,7 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="one table row and one validation curve per run, on one time axis")
     cmp_.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     cmp_.add_argument("--metric", default=None, help="validation metric (default: the task's main one)")
-    cmp_.add_argument("--test", action="store_true", help="also score each run's best checkpoint on the test split")
+    cmp_.add_argument("--test", action="store_true", help="also score each run's best checkpoint on the test split "
+                                                          "(kept in RUN_DIR/evals.json and reused)")
     cmp_.add_argument("--plot", metavar="PNG", help="write the curves here")
     cmp_.add_argument("--title", default=None, help="title of the plot")
     cmp_.add_argument("--markdown", metavar="MD", help="write the table here")

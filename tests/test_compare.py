@@ -63,3 +63,30 @@ def test_lower_is_better_for_loss():
                        {"step": 3, "split": "valid", "loss": 1.5}]}
     row = summarize_run(run, "loss")
     assert row["best_valid"] == 1.0 and row["best_step"] == 2 and row["final_valid"] == 1.5
+
+
+def test_test_scores_are_kept_per_checkpoint_and_reused_by_compare(tmp_path, monkeypatch):
+    """evaluate_run keeps each result in evals.json; compare --test reuses it for the same checkpoint and
+    evaluates again when the best checkpoint is another one."""
+    import dataclasses
+
+    from fastweights.train import evaluate_run
+    from fastweights.train import loop
+
+    cfg = TrainConfig(task="listops", depth=2, sizes=[32, 16, 16], d_model=16, num_layers=1, num_heads=2, steps=2,
+                      batch_size=8, eval_interval=2, out=str(tmp_path / "r"), threads=1)
+    train(cfg, progress=False)
+    first = evaluate_run(tmp_path / "r", "test", "best")
+    kept = json.loads((tmp_path / "r" / "evals.json").read_text())
+    assert list(kept) == ["test/step-00000002"] and kept["test/step-00000002"]["result"]["acc"] == first["acc"]
+    calls = []
+    real = loop.evaluate
+    monkeypatch.setattr(loop, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert evaluate_run(tmp_path / "r", "test", "best", cache=True) == first and calls == []
+    assert evaluate_run(tmp_path / "r", "test", "best")["acc"] == first["acc"] and calls == [1]  # no cache: fresh
+    # a resumed run's new checkpoint is another one: evaluated again, both results kept
+    train(dataclasses.replace(cfg, steps=4), resume=True, progress=False)
+    calls.clear()  # (training validated through it too)
+    assert evaluate_run(tmp_path / "r", "test", "last", cache=True)["step"] == 4 and calls == [1]
+    assert sorted(json.loads((tmp_path / "r" / "evals.json").read_text())) == ["test/step-00000002",
+                                                                               "test/step-00000004"]

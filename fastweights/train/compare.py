@@ -73,7 +73,7 @@ def summarize_run(run: dict, metric: str | None = None, test: bool = False) -> d
         from .loop import evaluate_run
 
         try:
-            row["test"] = evaluate_run(run["dir"], "test", "best")
+            row["test"] = evaluate_run(run["dir"], "test", "best", cache=True)
         except (CheckpointError, ValueError) as e:
             row["test"] = {"error": str(e)}
     return row

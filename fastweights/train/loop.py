@@ -37,6 +37,7 @@ from .driver import (CKPT, CONFIG, BatchLoss, StepLoop, Task, distributed, seede
                      start_run, write_run_config)
 
 DATA = "data"
+EVALS = "evals.json"  # kept evaluation results (see evaluate_run)
 RESUMABLE_OVERRIDES = ("steps", "epochs", "eval_interval", "save_interval", "log_interval", "time_budget_minutes")
 
 
@@ -261,14 +262,25 @@ def _fmt(task: str, m: dict) -> str:
 
 # ------------------------------------------------------------------------------------------ evaluation
 
-def evaluate_run(run_dir: str | os.PathLike, split: str = "test", which: str = "best") -> dict:
-    """Metrics of a run's ``which`` checkpoint (``"best"`` validation, or ``"last"``) on ``split``."""
+def evaluate_run(run_dir: str | os.PathLike, split: str = "test", which: str = "best", cache: bool = False) -> dict:
+    """Metrics of a run's ``which`` checkpoint (``"best"`` validation, or ``"last"``) on ``split``.
+
+    Every result is kept in ``RUN_DIR/evals.json`` under the split and the checkpoint's directory (one per
+    step, never rewritten); with ``cache`` a kept result of the same checkpoint and fastweights version is
+    returned without evaluating again (``fastweights compare --test`` uses this)."""
+    from .. import __version__
     from ..models import build_model
+    from .checkpoint import read_pointer, write_json_atomic
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     if split not in ("train", "valid", "test"):
         raise ValueError(f"split must be train, valid or test, got {split!r}")
+    ptr = read_pointer(run_dir / CKPT, which)
+    kept = _read_evals(run_dir)
+    key = f"{split}/{ptr['dir']}" if ptr else None
+    if cache and key in kept and kept[key].get("version") == __version__:
+        return {**kept[key]["result"], "checkpoint": which}
     model = build_model(cfg.model_config())
     loaded = load_checkpoint(run_dir / CKPT, model, which)
     if loaded is None:
@@ -277,5 +289,22 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "test", which: str = "
     splits = load_data(cfg, run_dir, write=False)
     data = EncodedSplit(cfg.task, splits[split])
     metrics = evaluate(model, data, cfg.eval_batch_size, torch.device("cpu"), cfg.loss_positions)
-    return {"run_dir": str(run_dir), "task": cfg.task, "model": cfg.model, "options": cfg.task_options(),
-            "split": split, "checkpoint": which, "step": ptr["step"], "examples": len(data), **metrics}
+    result = {"run_dir": str(run_dir), "task": cfg.task, "model": cfg.model, "options": cfg.task_options(),
+              "split": split, "checkpoint": which, "step": ptr["step"], "examples": len(data), **metrics}
+    kept[f"{split}/{ptr['dir']}"] = {"version": __version__, "result": result}
+    try:
+        write_json_atomic(run_dir / EVALS, kept)
+    except OSError:
+        pass  # a read-only run directory: the result is still returned
+    return result
+
+
+def _read_evals(run_dir: Path) -> dict:
+    """The kept evaluation results (empty if none or unreadable)."""
+    import json
+
+    try:
+        kept = json.loads((run_dir / EVALS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return kept if isinstance(kept, dict) else {}
