@@ -65,8 +65,9 @@ def keep_freed_memory() -> bool:
     costs ~4 us: an elementwise op on a 184 MB tensor took 6x longer than on reused memory, a quarter of
     a deep-encoder run's CPU time was ``sys``; keeping the memory took that run from 69 to 149 env
     steps/s in the measurement that led to this change (a loaded machine; results/atari.md has the idle
-    figures). The memory kept is at most the process's peak, which it needs again at the next update anyway. Atari runs call it (in the learner
-    and the actors); the memory environment's tensors are small."""
+    figures). The memory kept is at most the process's peak, which it needs again at the next update
+    anyway. Atari runs call it (in the learner and the actors); the memory environment's tensors are
+    small."""
     import ctypes
     import ctypes.util
 

@@ -32,8 +32,9 @@ import torch
 import torch.nn.functional as F
 
 from ..train.driver import CONFIG, BatchLoss, StepLoop, Task, start_run, write_run_config
+from ..train.runlog import read_metrics
 from . import vtrace
-from .actors import (ActorPool, RolloutWorker, build_agent, clip_reward, core_reward, env_spec,
+from .actors import (ActorError, ActorPool, RolloutWorker, build_agent, clip_reward, core_reward, env_spec,
                      keep_freed_memory, make_env, quiet_numba)
 from .config import RLConfig, RLConfigError
 
@@ -231,8 +232,6 @@ class _ImpalaTask(Task):
 
     # -- one step
     def next_batch(self):
-        from .actors import ActorError
-
         t0 = time.time()
         try:
             batch = self.source.next_batch()
@@ -302,19 +301,13 @@ class _ImpalaTask(Task):
     def summary(self, summary: dict, train_seconds: float) -> dict:
         summary = {k: v for k, v in summary.items() if k not in ("world_size", "best_step", "best_valid")}
         summary.update(frames=self.frames, episodes=self.episodes)
-        history = _read_train_records(Path(self.cfg.out))
-        recent = [r for r in history if r.get("return_mean") is not None]
+        recent = [r for r in read_metrics(self.cfg.out) if r.get("split") == "train"
+                  and r.get("return_mean") is not None]
         if recent:
             summary["last_return_mean"] = recent[-1]["return_mean"]
             if recent[-1].get("success") is not None:
                 summary["last_success"] = recent[-1]["success"]
         return summary
-
-
-def _read_train_records(run_dir: Path) -> list[dict]:
-    from ..train.runlog import read_metrics
-
-    return [r for r in read_metrics(run_dir) if r.get("split") == "train"]
 
 
 def format_record(rec: dict) -> str:

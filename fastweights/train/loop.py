@@ -278,9 +278,8 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "test", which: str = "
         raise ValueError(f"split must be train, valid or test, got {split!r}")
     ptr = read_pointer(run_dir / CKPT, which)
     kept = _read_evals(run_dir)
-    key = f"{split}/{ptr['dir']}" if ptr else None
-    if cache and key in kept and kept[key].get("version") == __version__:
-        return {**kept[key]["result"], "checkpoint": which}
+    if cache and ptr is not None and kept.get(_eval_key(split, ptr), {}).get("version") == __version__:
+        return {**kept[_eval_key(split, ptr)]["result"], "checkpoint": which}
     model = build_model(cfg.model_config())
     loaded = load_checkpoint(run_dir / CKPT, model, which)
     if loaded is None:
@@ -291,12 +290,17 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "test", which: str = "
     metrics = evaluate(model, data, cfg.eval_batch_size, torch.device("cpu"), cfg.loss_positions)
     result = {"run_dir": str(run_dir), "task": cfg.task, "model": cfg.model, "options": cfg.task_options(),
               "split": split, "checkpoint": which, "step": ptr["step"], "examples": len(data), **metrics}
-    kept[f"{split}/{ptr['dir']}"] = {"version": __version__, "result": result}
+    kept[_eval_key(split, ptr)] = {"version": __version__, "result": result}
     try:
         write_json_atomic(run_dir / EVALS, kept)
     except OSError:
         pass  # a read-only run directory: the result is still returned
     return result
+
+
+def _eval_key(split: str, ptr: dict) -> str:
+    """Where ``evals.json`` keeps the result of ``split`` on the checkpoint ``ptr`` points to."""
+    return f"{split}/{ptr['dir']}"
 
 
 def _read_evals(run_dir: Path) -> dict:
