@@ -359,7 +359,7 @@ def test_damaged_checkpoints_give_one_line_errors(tmp_path, capsys):
     one_error(["eval", str(tmp_path / "nothing")], "nothing")
 
 
-def test_resume_refuses_to_change_the_model(tmp_path, capsys):
+def test_resume_refuses_to_change_the_model(tmp_path, capsys, monkeypatch):
     cfg = TrainConfig(task="listops", model="lstm", depth=2, sizes=[16, 8, 8], d_model=16, num_layers=1,
                       num_heads=2, steps=2, batch_size=8, out=str(tmp_path / "r"), threads=1)
     train(cfg, progress=False)
@@ -369,3 +369,9 @@ def test_resume_refuses_to_change_the_model(tmp_path, capsys):
     # more steps is allowed, and continues
     assert main(["train", "listops", "--out", str(tmp_path / "r"), "--resume", "--steps", "4"]) == 0
     assert last_step(tmp_path / "r") == 4
+    # the run directory saved absolute may be named relative on resume (it is the same directory)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "listops", "--out", "./r", "--resume", "--steps", "5"]) == 0
+    assert last_step(tmp_path / "r") == 5
+    rc = main(["train", "listops", "--out", "./r", "--resume", "--data", "elsewhere"])
+    assert rc == 2 and capsys.readouterr().err.strip().splitlines()[-1].startswith("fastweights: error: --data:")

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..train.common import config_changes
 from ..train.driver import CONFIG, BatchLoss, StepLoop, Task, start_run, write_run_config
 from ..train.runlog import read_metrics
 from . import vtrace
@@ -75,14 +76,7 @@ def resume_rl_config(run_dir, overrides: dict) -> RLConfig:
     import dataclasses
 
     saved = load_rl_config(run_dir)
-    changes = {}
-    for name, value in overrides.items():
-        if getattr(saved, name) == value:
-            continue
-        if name not in RESUMABLE_OVERRIDES:
-            raise RLConfigError(name, f"cannot change {name} on resume: the run has {getattr(saved, name)!r}, "
-                                      f"got {value!r}")
-        changes[name] = value
+    changes = config_changes(saved, overrides, RESUMABLE_OVERRIDES, RLConfigError)
     if "actors" in changes and "envs_per_actor" not in changes:
         changes["envs_per_actor"] = None
     return dataclasses.replace(saved, **changes) if changes else saved

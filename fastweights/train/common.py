@@ -142,12 +142,25 @@ def read_run_config(run_dir, name: str = "config.json") -> dict:
     return data
 
 
+PATH_FIELDS = frozenset({"out", "data_dir", "train_file", "cache_dir"})
+
+
+def _same_value(name: str, saved, given) -> bool:
+    """Whether a resume override equals the saved value; a path field is the same path spelled relative or
+    absolute (``runs/x`` and ``/home/me/runs/x`` from the home directory)."""
+    if saved == given:
+        return True
+    if name in PATH_FIELDS and isinstance(saved, str) and isinstance(given, str):
+        return Path(saved).expanduser().resolve() == Path(given).expanduser().resolve()
+    return False
+
+
 def config_changes(saved, overrides: dict, resumable, error_cls) -> dict:
     """The fields of ``overrides`` that differ from the ``saved`` config, refusing (``error_cls(field,
     message)``) any that may not change on resume (not in ``resumable``)."""
     changes = {}
     for name, value in overrides.items():
-        if getattr(saved, name) == value:
+        if _same_value(name, getattr(saved, name), value):
             continue
         if name not in resumable:
             raise error_cls(name, f"cannot change {name} on resume: the run has {getattr(saved, name)!r}, "
