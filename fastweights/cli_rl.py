@@ -56,6 +56,8 @@ RL_FLAGS = {
     "--core-layers": ("core_layers", _int, "FWP blocks (default 2)", None),
     "--core-heads": ("core_heads", _int, "FWP heads (default 4)", None),
     "--core-ff": ("core_ff", _optional_int, "FWP feedforward width (default 4 x core dim)", None),
+    "--init": ("init", _text, "weight initialisation: torch (PyTorch's default, as the paper's code) or "
+                              "orthogonal (A2C/PPO's; policy head gain 0.01)", None),
     "--frames": ("frames", _int, "environment frames in total, e.g. 2e6 (Atari: emulator frames)", None),
     "--batch-size": ("batch_size", _int, "trajectories per update (default 32)", None),
     "--unroll": ("unroll", _int, "steps per trajectory (default 50)", None),

@@ -65,6 +65,24 @@ def test_frame_encoders(encoder):
         Agent((4, 64, 64), 6, encoder=encoder)
 
 
+def test_orthogonal_init_gives_a_near_uniform_policy_and_unit_scale_features():
+    torch.manual_seed(0)
+    obs = torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8)
+    plain, ortho = (Agent((4, 84, 84), 4, encoder="shallow", core="lstm", init=i) for i in ("torch", "orthogonal"))
+    w = ortho.encoder.fc.weight
+    assert torch.allclose(w @ w.T, 2.0 * torch.eye(w.shape[0]), atol=1e-4)  # orthogonal rows, ReLU gain^2
+    assert all(float(m.bias.detach().abs().max()) == 0 for m in (ortho.encoder.fc, ortho.policy, ortho.baseline))
+    assert float(ortho.policy.weight.detach().norm(dim=1).max()) == pytest.approx(0.01, rel=1e-4)
+    # the encoder's features carry the input at a usable scale (PyTorch's default shrinks them ~100x)
+    with torch.no_grad():
+        assert float(ortho.encoder(obs).std()) > 10 * float(plain.encoder(obs).std())
+        logits, _, _ = ortho.unroll(obs[None], torch.zeros(1, 8), torch.zeros(1, 8, dtype=torch.bool),
+                                    ortho.initial_state(8))
+    assert float(logits.abs().max()) < 0.1  # near-uniform first policy
+    with pytest.raises(ValueError, match="init must be one of"):
+        Agent((4,), 2, encoder="mlp", core="ff", init="xavier")
+
+
 def test_frame_scaling_is_the_plain_formula():
     from fastweights.models.agent import _frames
 
@@ -153,7 +171,7 @@ def test_rollout_layout_and_loss():
 
 @pytest.mark.parametrize("field,value", [("core", "gru"), ("frames", 0), ("lr", -1.0), ("discount", 1.5),
                                          ("env", "mujoco"), ("encoder", "mlp"), ("batch_size", 0),
-                                         ("envs_per_actor", 5), ("budget_clock", "moon")])
+                                         ("envs_per_actor", 5), ("budget_clock", "moon"), ("init", "xavier")])
 def test_config_errors_name_the_field(field, value):
     with pytest.raises(RLConfigError) as e:
         RLConfig(**{field: value})

@@ -30,6 +30,7 @@ from .config import ModelConfig
 from .model import Block
 
 ENCODERS = ("deep", "shallow", "mlp")
+INITS = ("torch", "orthogonal")
 FEEDFORWARD_CORE = "ff"
 
 
@@ -154,8 +155,10 @@ class Agent(nn.Module):
 
     def __init__(self, obs_shape: tuple, num_actions: int, encoder: str = "deep", core: str = "rdn",
                  features: int = 256, core_dim: int | None = None, core_layers: int = 2, core_heads: int = 4,
-                 core_ff: int | None = None):
+                 core_ff: int | None = None, init: str = "torch"):
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"init must be one of {list(INITS)}, got {init!r}")
         if encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {list(ENCODERS)}, got {encoder!r}")
         self.obs_shape, self.num_actions = tuple(obs_shape), int(num_actions)
@@ -171,6 +174,20 @@ class Agent(nn.Module):
         self.core = Core(core, features + 1, core_dim, core_layers, core_heads, core_ff)
         self.policy = nn.Linear(self.core.out_dim, num_actions)
         self.baseline = nn.Linear(self.core.out_dim, 1)
+        if init == "orthogonal":
+            self._orthogonal_init()
+
+    def _orthogonal_init(self) -> None:
+        """The A2C/PPO initialisation (Andrychowicz et al. 2021, "What matters in on-policy RL"): encoder
+        convolutions and linears orthogonal with the ReLU gain sqrt(2), the policy head with gain 0.01 (a
+        near-uniform first policy), the baseline head with gain 1, all biases 0. The core keeps its own."""
+        for module in self.encoder.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.orthogonal_(module.weight, gain=nn.init.calculate_gain("relu"))
+                nn.init.zeros_(module.bias)
+        for head, gain in ((self.policy, 0.01), (self.baseline, 1.0)):
+            nn.init.orthogonal_(head.weight, gain=gain)
+            nn.init.zeros_(head.bias)
 
     def initial_state(self, batch_size: int):
         """A zero (fresh) core state for ``batch_size`` rows (a tuple of tensors, batch first)."""

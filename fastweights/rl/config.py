@@ -39,7 +39,8 @@ class RLConfig:
     deep for Atari and mlp for the memory env), ``features`` (encoder output, 256; memory env 64), ``core`` (a layer
     name such as ``rdn``/``lstm``, or ``ff`` for no memory), ``core_dim`` (None: 128 for the FWPs, 256
     for the LSTM and ff), ``core_layers`` (2), ``core_heads`` (4), ``core_ff`` (None: 4 x core_dim, i.e.
-    512 at 128).
+    512 at 128), ``init`` (``torch``: PyTorch's default initialisation, as the paper's torchbeast code;
+    ``orthogonal``: A2C/PPO's, see :meth:`~fastweights.models.agent.Agent._orthogonal_init`).
 
     Learning: ``frames`` (environment frames in total, 2M; memory env 200k; for Atari emulator frames,
     i.e. agent steps x frame_skip), ``batch_size`` (32 trajectories; memory env 16) of ``unroll`` (50;
@@ -75,6 +76,7 @@ class RLConfig:
     core_layers: int = 2
     core_heads: int = 4
     core_ff: int | None = None
+    init: str = "torch"
 
     frames: int | None = None
     batch_size: int | None = None
@@ -104,7 +106,7 @@ class RLConfig:
     budget_clock: str = "wall"
 
     def __post_init__(self):
-        from ..models.agent import ENCODERS, core_names
+        from ..models.agent import ENCODERS, INITS, core_names
 
         if self.env not in ENVS:
             raise RLConfigError("env", f"env must be one of {list(ENVS)}, got {self.env!r}")
@@ -122,6 +124,8 @@ class RLConfig:
             self.encoder = "deep" if self.env == "atari" else "mlp"
         if self.encoder not in ENCODERS:
             raise RLConfigError("encoder", f"encoder must be one of {list(ENCODERS)}, got {self.encoder!r}")
+        if self.init not in INITS:
+            raise RLConfigError("init", f"init must be one of {list(INITS)}, got {self.init!r}")
         if (self.encoder == "mlp") != (self.env == "memory"):
             raise RLConfigError("encoder", f"encoder {self.encoder!r} does not fit env {self.env!r} (Atari needs "
                                            f"deep or shallow, the memory env mlp)")
