@@ -91,8 +91,10 @@ def plot_runs(runs: list[dict], out: str | os.PathLike, metric: str | None = Non
     metric = metric or default_metric(runs[0])
     fig, (ax_loss, ax_val, ax_steps) = plt.subplots(1, 3, figsize=(16, 4.5))
     measured_all = True
-    for i, run in enumerate(runs):
-        color, label = f"C{i % 10}", run["config"].get("model", run["name"])
+    models = [run["config"].get("model", run["name"]) for run in runs]
+    for i, run in enumerate(runs):  # a run is labelled by its model, and by its directory too where models repeat
+        color = f"C{i % 10}"
+        label = models[i] if models.count(models[i]) == 1 else f"{models[i]} ({run['dir']})"
         for ax, split, key, style in ((ax_loss, "train", "loss", "-"), (ax_val, "valid", metric, "o-")):
             recs = [r for r in run["records"] if r.get("split") == split and r.get(key) is not None]
             if not recs:

@@ -1,19 +1,18 @@
 #!/usr/bin/env bash
 # The Atari learning runs of results/atari.md, section 3: the LSTM and RDN cores on each GAME with the
-# paper's hyperparameters (DESIGN.md) except the batch and unroll, and the cheaper shallow encoder, FRAMES
-# emulator frames each (the learning rate decays linearly to 0 over them), one run at a time on the whole
-# machine (2 actor processes, the learner on every core).
+# cheaper shallow encoder, FRAMES emulator frames each (the learning rate decays linearly to 0 over them),
+# one run at a time on the whole machine (2 actor processes, the learner on every core), with the
+# paper's hyperparameters (DESIGN.md) except these, which are environment variables:
 #
-# BATCH x UNROLL defaults to 16 x 20 instead of the paper's 32 x 50: at 32 x 50 an update takes 6,400
-# frames, so 5M frames give only 782 updates, and a Breakout run with them showed no learning by 2.5M
-# frames (entropy still at its maximum; results/atari.md section 3). 16 x 20 gives 2,340 updates in the
-# default 3M frames (about 25 minutes a run with the machine shared).
-# RMSprop's epsilon defaults to 1e-5 (A2C's) instead of the paper's 0.01: the loss is summed over the batch
-# and most weights' gradient RMS stays below 0.01, so epsilon, not the gradient scale, sets their step
-# (results/atari/rms_vs_eps.py; results/atari.md section 3). BATCH=32 UNROLL=50 EPS=0.01 runs the paper's
-# setting. INIT defaults to orthogonal (A2C/PPO's: policy head gain 0.01) instead of PyTorch's default:
-# with the latter and eps 1e-5 the encoder's features grew to a mean of 35 with 84% of its units dead by
-# 1M frames, and the policy stayed uniform. INIT=torch runs PyTorch's default.
+#   BATCH x UNROLL  16 x 20 (paper: 32 x 50, where 5M frames give only 782 updates)
+#   EPS             RMSprop epsilon 3e-3 (paper: 0.01; A2C's 1e-5 on a mean loss, scaled to our loss summed
+#                   over 320 steps). With 0.01 most weights' gradient RMS stays below epsilon, so epsilon
+#                   sets their step (results/atari/rms_vs_eps.py); with 1e-5 the encoder collapsed.
+#   INIT            orthogonal (A2C/PPO's, policy head gain 0.01; paper's code: torch, PyTorch's default)
+#   FRAMES          3e6
+#
+# None of the settings tried so far has learned Breakout or Boxing within 3M frames (results/atari.md
+# section 3 has the runs and the diagnosis). BATCH=32 UNROLL=50 EPS=0.01 INIT=torch runs the paper's setting.
 #
 #   results/atari/learn.sh RUNS_DIR [GAME...]        (default: Breakout Pong)
 #

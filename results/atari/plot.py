@@ -1,10 +1,15 @@
 """Draws the comparison figures of results/atari.md from the run directories' metrics.jsonl.
 
     python results/atari/plot.py memory results/atari/memory.png results/atari/memory/{rdn,lstm,ff}
-    python results/atari/plot.py return results/atari/boxing.png results/atari/runs/Boxing-*
+    python results/atari/plot.py return results/atari/breakout.png results/atari/runs/Breakout-*
+
+``return`` draws two panels against emulator frames: the mean return of the training episodes (points,
+with a running mean over 5 records as a line) and the policy entropy (its maximum, ln |A|, dashed), which
+shows whether the policy has moved from uniform at all. Runs are labelled by their directory name.
 """
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -14,22 +19,65 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def main(kind, png, *runs):
+def records(run):
+    return [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines() if x.strip()]
+
+
+def running_mean(ys, k=5):
+    return [sum(ys[max(0, i - k + 1):i + 1]) / len(ys[max(0, i - k + 1):i + 1]) for i in range(len(ys))]
+
+
+def memory(png, runs):
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    key = "success" if kind == "memory" else "return_mean"
     for run in runs:
         cfg = json.loads((Path(run) / "config.json").read_text())
-        recs = [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines() if x.strip()]
-        pts = [(r["frames"], r[key]) for r in recs if r.get(key) is not None]
+        pts = [(r["frames"], r["success"]) for r in records(run) if r.get("success") is not None]
         if pts:
-            ax.plot(*zip(*pts), "o-" if kind != "memory" else "-", markersize=3,
-                    label=f"{cfg['core']} core ({cfg['encoder']} encoder)")
-    ax.set_xlabel("environment frames" + (" (emulator frames)" if kind != "memory" else ""))
-    ax.set_ylabel("success rate (training episodes)" if kind == "memory" else "mean episode return (raw score)")
+            ax.plot(*zip(*pts), "-", label=f"{cfg['core']} core ({cfg['encoder']} encoder)")
+    ax.set_xlabel("environment frames")
+    ax.set_ylabel("success rate (training episodes)")
     ax.grid(alpha=0.3)
     ax.legend()
-    title = json.loads((Path(runs[0]) / "config.json").read_text())
-    ax.set_title(f"IMPALA on {'cue recall, delay ' + str(title['delay']) if kind == 'memory' else title['game']}")
+    ax.set_title(f"IMPALA on cue recall, delay {cfg['delay']}")
+    return fig
+
+
+def returns(png, runs):
+    fig, (ax, ax_h) = plt.subplots(1, 2, figsize=(12, 4.2))
+    max_entropy = None
+    for run in runs:
+        recs = records(run)
+        pts = [(r["frames"], r["return_mean"]) for r in recs if r.get("return_mean") is not None]
+        if not pts:
+            continue
+        xs, ys = zip(*pts)
+        line = ax.plot(xs, ys, "o", markersize=2, alpha=0.35)[0]
+        ax.plot(xs, running_mean(list(ys)), "-", color=line.get_color(), label=Path(run).name)
+        ent = [(r["frames"], r["entropy"]) for r in recs if r.get("entropy") is not None]
+        if ent:
+            ax_h.plot(*zip(*ent), "-", color=line.get_color(), label=Path(run).name, linewidth=1)
+        if max_entropy is None and ent:
+            cfg = json.loads((Path(run) / "config.json").read_text())
+            actions = {"Breakout": 4, "Pong": 6, "Boxing": 18}.get(cfg.get("game"))
+            max_entropy = math.log(actions) if actions else None
+    if max_entropy:
+        ax_h.axhline(max_entropy, color="k", linestyle="--", linewidth=0.8, label="uniform policy")
+    game = json.loads((Path(runs[0]) / "config.json").read_text())["game"]
+    ax.set_title(f"IMPALA on {game}: mean return of training episodes")
+    ax.set_xlabel("emulator frames")
+    ax.set_ylabel("raw score (line: running mean of 5 records)")
+    ax_h.set_title("policy entropy")
+    ax_h.set_xlabel("emulator frames")
+    ax_h.set_ylabel("nats")
+    for a in (ax, ax_h):
+        a.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax_h.legend(fontsize=7)
+    return fig
+
+
+def main(kind, png, *runs):
+    fig = (memory if kind == "memory" else returns)(png, runs)
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     print(f"wrote {png}")
