@@ -1,0 +1,54 @@
+"""What an RL run's encoder makes of real frames: plays 200 random steps of the run's game, encodes the
+frames with the run's last checkpoint and with a fresh agent of the same config, and prints the share of
+feature units that are zero on every frame ("dead"), the mean feature value, and the mean spread of each
+unit across frames (a unit that does not vary cannot tell the frames apart).
+
+    python results/atari/features.py RUN_DIR [RUN_DIR ...]
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from fastweights.rl import load_rl_config
+from fastweights.rl.actors import build_agent, env_spec, make_env
+
+
+def frames(cfg, steps: int = 200, seed: int = 1) -> torch.Tensor:
+    env = make_env(cfg)
+    env.action_space.seed(seed)
+    obs, _ = env.reset(seed=seed)
+    out = []
+    for _ in range(steps):
+        obs, _, term, trunc, _ = env.step(env.action_space.sample())
+        out.append(torch.as_tensor(obs))
+        if term or trunc:
+            obs, _ = env.reset()
+    env.close()
+    return torch.stack(out)
+
+
+def describe(agent, x) -> str:
+    with torch.no_grad():
+        f = agent.encoder(x)
+    dead = float(((f > 0).sum(0) == 0).float().mean())
+    return f"dead units {100 * dead:.0f}%, mean {float(f.mean()):.2g}, spread across frames {float(f.std(0).mean()):.2g}"
+
+
+def main(runs) -> None:
+    for run in map(Path, runs):
+        cfg = load_rl_config(run)
+        ckpt = run / "checkpoints" / json.loads((run / "checkpoints" / "last.json").read_text())["dir"]
+        trained = build_agent(cfg, *env_spec(cfg))
+        trained.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+        torch.manual_seed(cfg.seed)
+        fresh = build_agent(cfg, *env_spec(cfg))
+        x = frames(cfg)
+        print(f"{run} ({ckpt.name}): trained: {describe(trained, x)}; fresh: {describe(fresh, x)}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
