@@ -53,16 +53,15 @@ def main() -> None:
     ap.add_argument("split", help="a code-execution split file written by `fastweights data code-exec`")
     args = ap.parse_args()
     examples = read_split(args.split, "code-exec")
-    targets = [(src, tgt) for src, tgt in examples]
-    counts = collections.Counter(t for _, tgt in targets for t in tgt if t != "_")
+    counts = collections.Counter(t for _, tgt in examples for t in tgt if t != "_")
     majority = counts.most_common(1)[0][0]
     total = sum(counts.values())
-    print(f"{args.split}: {len(targets)} programs, {total} executed prints\n")
+    print(f"{args.split}: {len(examples)} programs, {total} executed prints\n")
     print("| predictor | print accuracy |\n|---|---:|")
     print(f"| majority (always {majority}) | {100 * counts[majority] / total:.1f}% |")
     for mode in MODES:
         hits = 0
-        for src, tgt in targets:
+        for src, tgt in examples:
             pred = run(list(src), mode)
             hits += sum(p == t for p, t in zip(pred, tgt) if t != "_")
         print(f"| {mode} | {100 * hits / total:.1f}% |")

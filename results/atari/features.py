@@ -6,15 +6,14 @@ unit across frames (a unit that does not vary cannot tell the frames apart).
     python results/atari/features.py RUN_DIR [RUN_DIR ...]
 """
 
-import json
 import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from fastweights.rl import load_rl_config
 from fastweights.rl.actors import build_agent, env_spec, make_env
+from fastweights.train.checkpoint import load_checkpoint
 
 
 def frames(cfg, steps: int = 200, seed: int = 1) -> torch.Tensor:
@@ -41,13 +40,12 @@ def describe(agent, x) -> str:
 def main(runs) -> None:
     for run in map(Path, runs):
         cfg = load_rl_config(run)
-        ckpt = run / "checkpoints" / json.loads((run / "checkpoints" / "last.json").read_text())["dir"]
         trained = build_agent(cfg, *env_spec(cfg))
-        trained.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+        ptr, _ = load_checkpoint(run / "checkpoints", trained, "last")
         torch.manual_seed(cfg.seed)
         fresh = build_agent(cfg, *env_spec(cfg))
         x = frames(cfg)
-        print(f"{run} ({ckpt.name}): trained: {describe(trained, x)}; fresh: {describe(fresh, x)}")
+        print(f"{run} ({ptr['dir']}): trained: {describe(trained, x)}; fresh: {describe(fresh, x)}")
 
 
 if __name__ == "__main__":

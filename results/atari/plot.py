@@ -15,23 +15,29 @@ from pathlib import Path
 
 import matplotlib
 
+from fastweights.rl import load_rl_config
+from fastweights.rl.actors import env_spec
+from fastweights.train.runlog import read_metrics
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def records(run):
-    return [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines() if x.strip()]
+def max_entropy(run) -> float:
+    """ln |A|: the entropy of the uniform policy over the run's game's actions."""
+    return math.log(env_spec(load_rl_config(run))[1])
 
 
 def running_mean(ys, k=5):
-    return [sum(ys[max(0, i - k + 1):i + 1]) / len(ys[max(0, i - k + 1):i + 1]) for i in range(len(ys))]
+    windows = (ys[max(0, i - k + 1):i + 1] for i in range(len(ys)))
+    return [sum(w) / len(w) for w in windows]
 
 
-def memory(png, runs):
+def memory(runs):
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for run in runs:
         cfg = json.loads((Path(run) / "config.json").read_text())
-        pts = [(r["frames"], r["success"]) for r in records(run) if r.get("success") is not None]
+        pts = [(r["frames"], r["success"]) for r in read_metrics(run) if r.get("success") is not None]
         if pts:
             ax.plot(*zip(*pts), "-", label=f"{cfg['core']} core ({cfg['encoder']} encoder)")
     ax.set_xlabel("environment frames")
@@ -42,11 +48,10 @@ def memory(png, runs):
     return fig
 
 
-def returns(png, runs):
+def returns(runs):
     fig, (ax, ax_h) = plt.subplots(1, 2, figsize=(12, 4.2))
-    max_entropy = None
     for run in runs:
-        recs = records(run)
+        recs = read_metrics(run)
         pts = [(r["frames"], r["return_mean"]) for r in recs if r.get("return_mean") is not None]
         if not pts:
             continue
@@ -56,14 +61,8 @@ def returns(png, runs):
         ent = [(r["frames"], r["entropy"]) for r in recs if r.get("entropy") is not None]
         if ent:
             ax_h.plot(*zip(*ent), "-", color=line.get_color(), label=Path(run).name, linewidth=1)
-        if max_entropy is None and ent:
-            cfg = json.loads((Path(run) / "config.json").read_text())
-            actions = {"Breakout": 4, "Pong": 6, "Boxing": 18}.get(cfg.get("game"))
-            max_entropy = math.log(actions) if actions else None
-    if max_entropy:
-        ax_h.axhline(max_entropy, color="k", linestyle="--", linewidth=0.8, label="uniform policy")
-    game = json.loads((Path(runs[0]) / "config.json").read_text())["game"]
-    ax.set_title(f"IMPALA on {game}: mean return of training episodes")
+    ax_h.axhline(max_entropy(runs[0]), color="k", linestyle="--", linewidth=0.8, label="uniform policy")
+    ax.set_title(f"IMPALA on {load_rl_config(runs[0]).game}: mean return of training episodes")
     ax.set_xlabel("emulator frames")
     ax.set_ylabel("raw score (line: running mean of 5 records)")
     ax_h.set_title("policy entropy")
@@ -77,7 +76,7 @@ def returns(png, runs):
 
 
 def main(kind, png, *runs):
-    fig = (memory if kind == "memory" else returns)(png, runs)
+    fig = (memory if kind == "memory" else returns)(runs)
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     print(f"wrote {png}")

@@ -10,13 +10,11 @@ sqrt(v) < eps, and over all weights the fraction of entries with sqrt(v) < eps.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-
-import torch
 
 from fastweights.rl import load_rl_config
 from fastweights.rl.actors import build_agent, env_spec
+from fastweights.train.checkpoint import load_checkpoint
 
 
 def main() -> None:
@@ -24,13 +22,14 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", help="RL run directories (their last checkpoint is read)")
     args = ap.parse_args()
     for run in map(Path, args.runs):
-        ckpt = run / "checkpoints" / json.loads((run / "checkpoints" / "last.json").read_text())["dir"]
         cfg = load_rl_config(run)
-        names = [name for name, _ in build_agent(cfg, *env_spec(cfg)).named_parameters()]
-        opt = torch.load(ckpt / "trainer.pt", weights_only=True)["optimizer"]
+        agent = build_agent(cfg, *env_spec(cfg))
+        ptr, trainer = load_checkpoint(run / "checkpoints", agent, "last")
+        names = [name for name, _ in agent.named_parameters()]
+        opt = trainer["optimizer"]
         group = opt["param_groups"][0]
         eps = group["eps"]
-        print(f"\n{run} (step {ckpt.name.split('-')[-1].lstrip('0')}, eps {eps:g})\n")
+        print(f"\n{run} (step {ptr['step']}, eps {eps:g})\n")
         print("| weight | shape | median sqrt(v) | share below eps |\n|---|---|---:|---:|")
         below = total = 0
         for index in group["params"]:

@@ -7,12 +7,13 @@ training and emulator frames/s, the mean return of the training episodes over th
 fifth of its records (episode-weighted), and the policy entropy at the end against its maximum ln |A|.
 """
 
-import json
-import math
 import sys
 from pathlib import Path
 
-ACTIONS = {"Breakout": 4, "Pong": 6, "Boxing": 18}
+from plot import max_entropy  # results/atari/plot.py, beside this script
+
+from fastweights.rl import load_rl_config
+from fastweights.train.runlog import read_metrics
 
 
 def fifth_mean(recs, last: bool) -> str:
@@ -28,16 +29,15 @@ def main(runs) -> None:
           "| return, first fifth | return, last fifth | entropy at end (max) |")
     print("|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|")
     for run in map(Path, runs):
-        cfg = json.loads((run / "config.json").read_text())
-        recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        cfg = load_rl_config(run)
+        recs = read_metrics(run)
         last = recs[-1]
         minutes = last["train_seconds"] / 60
         entropy = next(r["entropy"] for r in reversed(recs) if r.get("entropy") is not None)
-        max_entropy = math.log(ACTIONS[cfg["game"]]) if cfg["game"] in ACTIONS else float("nan")
-        print(f"| {run.name} | {cfg['core']} | {cfg['batch_size']} x {cfg['unroll']} | {cfg['rms_eps']:g} "
-              f"| {cfg.get('init', 'torch')} | {last['frames']:,} | {last['step']:,} | {minutes:.0f} "
+        print(f"| {run.name} | {cfg.core} | {cfg.batch_size} x {cfg.unroll} | {cfg.rms_eps:g} "
+              f"| {cfg.init} | {last['frames']:,} | {last['step']:,} | {minutes:.0f} "
               f"| {last['frames'] / last['train_seconds']:,.0f} | {fifth_mean(recs, False)} "
-              f"| {fifth_mean(recs, True)} | {entropy:.3f} ({max_entropy:.3f}) |")
+              f"| {fifth_mean(recs, True)} | {entropy:.3f} ({max_entropy(run):.3f}) |")
 
 
 if __name__ == "__main__":
