@@ -32,6 +32,14 @@ def _float(flag: str, text: str) -> float:
         raise ValueError(f"{flag}: expected a number, got {text!r}") from None
 
 
+def _bool(flag: str, text: str) -> bool:
+    value = {"on": True, "true": True, "yes": True, "1": True, "off": False, "false": False, "no": False,
+             "0": False}.get(text.strip().lower())
+    if value is None:
+        raise ValueError(f"{flag}: expected on or off, got {text!r}")
+    return value
+
+
 def _optional_float(flag: str, text: str):
     return None if text.strip().lower() in ("none", "off") else _float(flag, text)
 
@@ -47,6 +55,10 @@ RL_FLAGS = {
     "--noop-max": ("noop_max", _int, "at most this many no-ops after a reset (default 30)", "atari"),
     "--max-episode-frames": ("max_episode_frames", _int, "cap of one game in emulator frames (default 108000)",
                              "atari"),
+    "--episodic-life": ("episodic_life", _bool, "on (default, as the paper's code): a lost life ends a learning "
+                                                "episode (returns still count full games); off", "atari"),
+    "--fire-reset": ("fire_reset", _bool, "on (default, as the paper's code): press FIRE after every reset and "
+                                          "lost life, in games that have it; off", "atari"),
     "--cues": ("cues", _int, "number of cues to tell apart (default 2)", "memory"),
     "--delay": ("delay", _int, "blank steps between cue and query (default 10)", "memory"),
     "--encoder": ("encoder", _text, "deep (IMPALA ResNet, default) or shallow (Nature-DQN)", "atari"),

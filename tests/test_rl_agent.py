@@ -169,9 +169,44 @@ def test_rollout_layout_and_loss():
     assert all(p.grad is not None for p in agent.core.parameters())
 
 
+class _LivesEnv:
+    """Cue-recall-shaped observations; reward 1 per step; a life lost every 3rd step, the game over at the 7th."""
+
+    def __init__(self):
+        from fastweights.tasks.memory_env import CueRecallEnv
+
+        spaces = CueRecallEnv(num_cues=2, delay=1)
+        self.observation_space, self.action_space, self.t = spaces.observation_space, spaces.action_space, 0
+
+    def reset(self, seed=None):
+        self.t = 0
+        return np.zeros(self.observation_space.shape, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        info = {"life_lost": True} if self.t % 3 == 0 and self.t < 7 else {}
+        return np.full(self.observation_space.shape, self.t, np.float32), 1.0, self.t == 7, False, info
+
+
+def test_a_lost_life_ends_a_learning_episode_but_not_the_game():
+    cfg = RLConfig(env="memory", cues=2, delay=1, core="lstm", batch_size=2, unroll=8, actors=0, features=8,
+                   core_dim=8, out="unused")
+    agent = build_agent(cfg, *env_spec(cfg))
+    worker = RolloutWorker([_LivesEnv(), _LivesEnv()], agent, cfg.unroll, cfg.reward_clip, seed=0)
+    b = worker.collect()
+    # observation t is after t steps: lives lost at steps 3 and 6, the game over at 7 (then obs 8 = reset)
+    assert b["first"][:, 0].tolist() == [True, False, False, True, False, False, True, True, False]
+    assert [e[:2] for e in b["episodes"]] == [(7.0, 7), (7.0, 7)]  # full games: all 7 rewards counted
+    from fastweights.rl.evaluate import play
+
+    res = play(agent, [_LivesEnv()], episodes=2, reward_clip=cfg.reward_clip)
+    assert res["returns"] == [7.0, 7.0] and res["lengths"] == [7, 7]
+
+
 @pytest.mark.parametrize("field,value", [("core", "gru"), ("frames", 0), ("lr", -1.0), ("discount", 1.5),
                                          ("env", "mujoco"), ("encoder", "mlp"), ("batch_size", 0),
-                                         ("envs_per_actor", 5), ("budget_clock", "moon"), ("init", "xavier")])
+                                         ("envs_per_actor", 5), ("budget_clock", "moon"), ("init", "xavier"),
+                                         ("episodic_life", "yes"), ("fire_reset", 1)])
 def test_config_errors_name_the_field(field, value):
     with pytest.raises(RLConfigError) as e:
         RLConfig(**{field: value})
@@ -184,3 +219,7 @@ def test_config_defaults_are_the_papers():
             cfg.entropy_cost, cfg.baseline_cost, cfg.discount, cfg.frame_skip, cfg.features) == \
         ("deep", 32, 50, 6e-4, 0.99, 0.01, 40.0, 0.01, 0.5, 0.99, 4, 256)
     assert RLConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.episodic_life and cfg.fire_reset  # the paper's torchbeast code wraps Atari this way
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("episodic_life", "fire_reset")}
+    old_cfg = RLConfig.from_dict(old)  # a run saved before the options existed played without them
+    assert not old_cfg.episodic_life and not old_cfg.fire_reset

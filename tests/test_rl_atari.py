@@ -56,6 +56,34 @@ def test_atari_env_preprocessing():
 
 
 @needs_ale
+@pytest.mark.parametrize("episodic_life,fire_reset", [(True, True), (False, True), (True, False)])
+def test_episodic_life_and_fire_reset_in_breakout(episodic_life, fire_reset):
+    """An agent that never presses FIRE: with fire_reset the ball is launched after the reset and after each
+    lost life, so all 5 lives go (4 of them flagged as lost with episodic_life, the 5th ends the game); without
+    it the ball never comes and the game runs to the frame cap."""
+    from fastweights.tasks.atari import AtariEnv
+
+    env = AtariEnv("Breakout", noop_max=0, max_episode_frames=4000, episodic_life=episodic_life,
+                   fire_reset=fire_reset)
+    obs, info = env.reset(seed=1)
+    frames, lost = info["raw_frames"], 0
+    assert frames == (4 if fire_reset else 0)
+    while True:
+        obs, r, term, trunc, info = env.step(0)
+        frames += info["raw_frames"]
+        lost += bool(info.get("life_lost"))
+        if term or trunc:
+            break
+    if fire_reset:
+        assert term and not trunc and env.ale.lives() == 0 and frames < 1000
+        assert lost == (4 if episodic_life else 0)
+    else:
+        assert trunc and lost == 0 and frames == 4000
+    # games without FIRE ignore fire_reset
+    assert not AtariEnv("Freeway", fire_reset=True).fire_reset  # actions NOOP, UP, DOWN
+
+
+@needs_ale
 def test_train_and_eval_atari_tiny(tmp_path, capsys):
     from fastweights.cli import main
 
@@ -78,3 +106,5 @@ def test_train_and_eval_atari_tiny(tmp_path, capsys):
     assert res["episodes"] == 2 and res["env"] == "Pong" and res["episode_length_mean"] <= 150
     assert main(["train", "atari", "--encoder", "mlp", "--out", str(tmp_path / "x")]) == 2
     assert "--encoder" in capsys.readouterr().err
+    assert main(["train", "atari", "--fire-reset", "maybe", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.strip().endswith("--fire-reset: expected on or off, got 'maybe'")

@@ -95,7 +95,8 @@ def make_env(cfg: RLConfig):
     from ..tasks.atari import AtariEnv
 
     return AtariEnv(cfg.game, frame_skip=cfg.frame_skip, frame_stack=cfg.frame_stack, noop_max=cfg.noop_max,
-                    max_episode_frames=cfg.max_episode_frames)
+                    max_episode_frames=cfg.max_episode_frames, episodic_life=cfg.episodic_life,
+                    fire_reset=cfg.fire_reset)
 
 
 def env_spec(cfg: RLConfig) -> tuple[tuple, int]:
@@ -113,6 +114,9 @@ def build_agent(cfg: RLConfig, obs_shape, num_actions):
     return Agent(obs_shape, num_actions, encoder=cfg.encoder, core=cfg.core, features=cfg.features,
                  core_dim=cfg.core_dim, core_layers=cfg.core_layers, core_heads=cfg.core_heads, core_ff=cfg.core_ff,
                  init=cfg.init)
+
+
+LIFE_LOST = "life_lost"  # the info key of a step that lost a life (AtariEnv with episodic_life)
 
 
 def clip_reward(reward: torch.Tensor, clip: float | None) -> torch.Tensor:
@@ -165,6 +169,8 @@ class RolloutWorker:
                 o, info = env.reset()
                 self.env_frames += int(info.get("raw_frames", 0))
                 first[i] = True
+            elif info.get(LIFE_LOST):
+                first[i] = True  # a learning episode ends; the game (and its return) goes on
             reward[i] = r
             obs.append(o)
         self.obs, self.reward, self.first = torch.from_numpy(np.stack(obs)), reward, first

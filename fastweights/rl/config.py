@@ -15,6 +15,7 @@ from ..train import config as _train_config
 from ..train.common import BUDGET_CLOCKS
 
 ENVS = ("atari", "memory")
+PRE_LIFE_FIELDS = ("episodic_life", "fire_reset")  # added later; absent from older runs' config.json
 
 
 class RLConfigError(_train_config.TrainConfigError):
@@ -32,7 +33,9 @@ class RLConfig:
 
     Environment: ``env`` ``"atari"`` (``game``, e.g. Pong; NoFrameskip-v4 with ``frame_skip`` 4 and
     max-pooling of the last two frames, 84x84 grey, ``frame_stack`` 4, up to ``noop_max`` 30 no-ops,
-    games capped at ``max_episode_frames``) or ``"memory"`` (cue recall, ``cues`` and ``delay``: see
+    games capped at ``max_episode_frames``; ``episodic_life``: a lost life ends a learning episode, and
+    ``fire_reset``: FIRE is pressed after every reset and lost life, both as the paper's torchbeast code,
+    see :mod:`fastweights.tasks.atari`) or ``"memory"`` (cue recall, ``cues`` and ``delay``: see
     :mod:`fastweights.tasks.memory_env`).
 
     Agent: ``encoder`` (``deep`` IMPALA ResNet, ``shallow`` Nature-DQN, ``mlp`` for vectors; None picks
@@ -68,6 +71,8 @@ class RLConfig:
     frame_stack: int = 4
     noop_max: int = 30
     max_episode_frames: int = 108_000
+    episodic_life: bool = True
+    fire_reset: bool = True
 
     encoder: str | None = None
     features: int | None = None
@@ -120,6 +125,9 @@ class RLConfig:
         _int("frame_stack", self.frame_stack, 1)
         _int("noop_max", self.noop_max, 0)
         _int("max_episode_frames", self.max_episode_frames, 1)
+        for name in ("episodic_life", "fire_reset"):
+            if not isinstance(getattr(self, name), bool):
+                raise RLConfigError(name, f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.encoder is None:
             self.encoder = "deep" if self.env == "atari" else "mlp"
         if self.encoder not in ENCODERS:
@@ -215,6 +223,8 @@ class RLConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown RL config field(s): {', '.join(unknown)}")
+        for name in PRE_LIFE_FIELDS:  # runs saved before these options existed played full games without them
+            data.setdefault(name, False)
         return cls(**data)
 
     def to_json(self) -> str:

@@ -11,7 +11,7 @@ import torch
 
 from ..train.checkpoint import CheckpointError, load_checkpoint, read_pointer
 from ..train.driver import CKPT
-from .actors import build_agent, core_reward, env_spec, make_env, quiet_numba
+from .actors import LIFE_LOST, build_agent, core_reward, env_spec, make_env, quiet_numba
 from .impala import load_rl_config
 
 
@@ -51,6 +51,8 @@ def play(agent, envs, episodes: int, reward_clip, seed: int = 12345, greedy: boo
                 active[i] = quota[i] > 0
                 o, _ = env.reset()
                 first[i] = True
+            elif info.get(LIFE_LOST):
+                first[i] = True  # a fresh core state, as in training; the game goes on
             new_obs[i] = torch.from_numpy(np.asarray(o))
         obs = new_obs
     out = {"returns": returns, "lengths": lengths}

@@ -13,6 +13,16 @@ Rewards are returned raw (the sum over the skipped frames); the learner clips th
 reports raw game scores. An episode is a full game (all lives), capped at ``max_episode_frames`` raw
 frames (108,000 = 30 minutes of play, as usual), which ends it as truncated.
 
+Two options of the paper's code (torchbeast's ``wrap_deepmind``, after OpenAI baselines), both off by
+default here and on in ``fastweights train atari``:
+
+* ``episodic_life``: a step that loses a life (the game goes on) returns ``info["life_lost"] = True``.
+  The learner treats it as the end of a learning episode (no bootstrapping across it, a fresh core
+  state after it), while returns are still counted over full games. Unlike baselines' wrapper the
+  episode is not split: ``terminated`` stays the game's own.
+* ``fire_reset``: in games whose action 1 is FIRE (Breakout launches the ball with it), one FIRE step
+  (``frame_skip`` frames) after every reset and after every lost life; its reward and frames count.
+
 Needs ``gymnasium`` and ``ale-py`` (``pip install -e '.[atari]'``); importing this module does not.
 """
 
@@ -26,6 +36,7 @@ except ImportError:  # pragma: no cover
     gym = None
 
 SIZE = 84
+FIRE = 1
 
 
 def have_ale() -> bool:
@@ -75,7 +86,7 @@ class AtariEnv(gym.Env if gym is not None else object):
     metadata = {"render_modes": []}
 
     def __init__(self, game: str = "Pong", frame_skip: int = 4, frame_stack: int = 4, noop_max: int = 30,
-                 max_episode_frames: int = 108_000):
+                 max_episode_frames: int = 108_000, episodic_life: bool = False, fire_reset: bool = False):
         if gym is None or not have_ale():
             raise ImportError("Atari needs gymnasium and ale-py: pip install -e '.[atari]'")
         import ale_py
@@ -93,6 +104,9 @@ class AtariEnv(gym.Env if gym is not None else object):
         if meanings[0] != "NOOP":
             raise ValueError(f"{env_id}: action 0 is {meanings[0]}, not NOOP")
         self.action_space = self._env.action_space
+        self.episodic_life = bool(episodic_life)
+        self.fire_reset = bool(fire_reset) and len(meanings) > 1 and meanings[1] == "FIRE"
+        self._lives = 0
         self.observation_space = gym.spaces.Box(0, 255, shape=(frame_stack, SIZE, SIZE), dtype=np.uint8)
         self._stack = np.zeros((frame_stack, SIZE, SIZE), dtype=np.uint8)
 
@@ -116,9 +130,30 @@ class AtariEnv(gym.Env if gym is not None else object):
         self._stack[:] = 0
         for _ in range(self.frame_stack):
             out = self._push(obs)
+        self._lives = self.ale.lives()
+        if self.fire_reset:
+            out, _, term, trunc, fire_info = self._skip(FIRE)
+            frames += fire_info["raw_frames"]
+            if term or trunc:  # cannot happen in a fresh game; start over rather than return a finished one
+                return self.reset()
         return out, {**info, "raw_frames": frames}
 
     def step(self, action):
+        obs, total, term, trunc, info = self._skip(action)
+        lives = self.ale.lives()
+        lost = lives < self._lives and not (term or trunc)
+        self._lives = lives
+        if lost and self.fire_reset:
+            obs, r, term, trunc, fire_info = self._skip(FIRE)
+            total += r
+            info = {**fire_info, "raw_frames": info["raw_frames"] + fire_info["raw_frames"]}
+            self._lives = self.ale.lives()
+        if lost and self.episodic_life:
+            info["life_lost"] = True
+        return obs, total, term, trunc, info
+
+    def _skip(self, action):
+        """One agent step: ``action`` repeated ``frame_skip`` times (the observation pushed)."""
         total, term, trunc, info = 0.0, False, False, {}
         prev = last = None
         for i in range(self.frame_skip):

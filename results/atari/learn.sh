@@ -9,6 +9,8 @@
 #                   over 320 steps). With 0.01 most weights' gradient RMS stays below epsilon, so epsilon
 #                   sets their step (results/atari/rms_vs_eps.py); with 1e-5 the encoder collapsed.
 #   INIT            orthogonal (A2C/PPO's, policy head gain 0.01; paper's code: torch, PyTorch's default)
+#   LIFE            on: --episodic-life and --fire-reset (as the paper's torchbeast code; run names end
+#                   in -life); off: full games as learning episodes, the agent presses FIRE itself
 #   FRAMES          3e6
 #
 # None of the settings tried so far has learned Breakout or Boxing within 3M frames (results/atari.md
@@ -30,15 +32,16 @@ BATCH=${BATCH:-16}
 UNROLL=${UNROLL:-20}
 EPS=${EPS:-3e-3}
 INIT=${INIT:-orthogonal}
+LIFE=${LIFE:-on}
 for game in $GAMES; do
   for core in $CORES; do
-    out="$RUNS/$game-$core-$ENCODER-b${BATCH}u${UNROLL}-eps${EPS}-${INIT}"
+    out="$RUNS/$game-$core-$ENCODER-b${BATCH}u${UNROLL}-eps${EPS}-${INIT}$([ "$LIFE" = on ] && echo -life)"
     if [ -f "$out/summary.json" ] && grep -q '"status": "completed"' "$out/summary.json"; then continue; fi
     if [ -f "$out/config.json" ]; then
       $FW train atari --out "$out" --resume
     else
       $FW train atari --game "$game" --core "$core" --encoder "$ENCODER" --frames "$FRAMES" --actors 2 \
-          --batch-size "$BATCH" --unroll "$UNROLL" --rms-eps "$EPS" --init "$INIT" --log-interval 20 --save-interval 100 --out "$out"
+          --batch-size "$BATCH" --unroll "$UNROLL" --rms-eps "$EPS" --init "$INIT" --episodic-life "$LIFE" --fire-reset "$LIFE" --log-interval 20 --save-interval 100 --out "$out"
     fi
   done
 done
