@@ -156,12 +156,12 @@ def eval_command(args) -> int:
     from .rl import evaluate_rl_run
 
     which = args.checkpoint
-    result = evaluate_rl_run(args.run_dir, episodes=args.episodes, which=which)
+    result = evaluate_rl_run(args.run_dir, episodes=args.episodes, which=which, greedy=not args.sample)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"{result['env']}, core {result['core']}, encoder {result['encoder']}, {result['checkpoint']} checkpoint "
-          f"(step {result['step']}, {result['frames']:,} frames), greedy, {result['episodes']} episodes "
+          f"(step {result['step']}, {result['frames']:,} frames), {result['policy']}, {result['episodes']} episodes "
           f"in {result['seconds']:.0f} s:")
     print(f"  return     {result['return_mean']:.2f} +- {result['return_std']:.2f} "
           f"(min {result['return_min']:g}, max {result['return_max']:g})")
@@ -175,6 +175,9 @@ def add_eval_flags(ev) -> None:
     """``--episodes`` of ``fastweights eval`` (RL runs only)."""
     ev.add_argument("--episodes", default=None, metavar="N",
                     help="RL runs: greedy episodes to play (default 30); full games, raw scores")
+    ev.add_argument("--sample", action="store_true",
+                    help="RL runs: draw actions from the policy instead of taking the most likely one (greedy "
+                         "play on the deterministic Atari emulator often repeats one game)")
 
 
 def maybe_eval(args):
@@ -185,6 +188,8 @@ def maybe_eval(args):
     if not is_rl_run(args.run_dir):
         if getattr(args, "episodes", None) is not None:
             raise ValueError(f"--episodes: applies to RL runs only; {args.run_dir} is not one")
+        if getattr(args, "sample", False):
+            raise ValueError(f"--sample: applies to RL runs only; {args.run_dir} is not one")
         return None
     text = getattr(args, "episodes", None)
     args.episodes = 30 if text is None else _int("--episodes", text)

@@ -120,8 +120,14 @@ def test_cli_train_resume_eval(tmp_path, capsys):
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["episodes"] == 12 and res["step"] == 20 and "return_std" in res and 0 <= res["success"] <= 1
+    assert res["policy"] == "greedy"
+    r = cli_in_process(capsys, "eval", str(out), "--episodes", "12", "--sample", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["policy"] == "sampled" and json.loads(r.stdout)["episodes"] == 12
     r = cli_in_process(capsys, "eval", str(out), "--episodes", "5")
-    assert r.returncode == 0 and "return" in r.stdout and "+-" in r.stdout
+    assert r.returncode == 0 and "return" in r.stdout and "+-" in r.stdout and "greedy" in r.stdout
+    r = cli_in_process(capsys, "eval", str(tmp_path), "--sample")
+    assert r.returncode == 2 and "--sample: applies to RL runs only" in r.stderr
     r = cli_in_process(capsys, "train", "memory", "--out", str(out), "--resume", "--core", "rdn")
     assert r.returncode == 2 and r.stderr.strip().startswith("fastweights: error: --core: cannot change core")
 

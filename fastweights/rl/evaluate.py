@@ -1,4 +1,4 @@
-"""Greedy evaluation of a trained agent: full games (all lives), raw (unclipped) scores."""
+"""Evaluation of a trained agent, greedy (or with sampled actions): full games (all lives), raw (unclipped) scores."""
 
 from __future__ import annotations
 
@@ -62,8 +62,9 @@ def play(agent, envs, episodes: int, reward_clip, seed: int = 12345, greedy: boo
 
 
 def evaluate_rl_run(run_dir, episodes: int = 30, which: str = "last", envs: int | None = None, seed: int = 12345,
-                    threads: int = 1) -> dict:
-    """Mean and std of the greedy policy's episode returns over ``episodes`` full episodes, played by
+                    threads: int = 1, greedy: bool = True) -> dict:
+    """Mean and std of the greedy policy's (``greedy=False``: the sampled policy's) episode returns over
+    ``episodes`` full episodes, played by
     ``envs`` environments at once (None: 8 for Atari, 32 for the memory env) on ``threads`` torch threads
     (restored afterwards; one thread avoids spinning thread pools on busy cores)."""
     if not isinstance(episodes, int) or isinstance(episodes, bool) or episodes < 1:
@@ -85,14 +86,14 @@ def evaluate_rl_run(run_dir, episodes: int = 30, which: str = "last", envs: int 
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        res = play(agent, env_list, episodes, cfg.reward_clip, seed=seed)
+        res = play(agent, env_list, episodes, cfg.reward_clip, seed=seed, greedy=greedy)
     finally:
         torch.set_num_threads(old_threads)
         for e in env_list:
             e.close()
     r = np.asarray(res["returns"], dtype=np.float64)
     out = {"run_dir": str(run_dir), "env": cfg.env_name(), "core": cfg.core, "encoder": cfg.encoder,
-           "checkpoint": which, "step": ptr["step"], "frames": int(st.get("frames", 0)), "episodes": len(r),
+           "checkpoint": which, "policy": "greedy" if greedy else "sampled", "step": ptr["step"], "frames": int(st.get("frames", 0)), "episodes": len(r),
            "return_mean": float(r.mean()), "return_std": float(r.std(ddof=1)) if len(r) > 1 else 0.0,
            "return_min": float(r.min()), "return_max": float(r.max()),
            "episode_length_mean": float(np.mean(res["lengths"])), "seconds": round(time.time() - t0, 2),
