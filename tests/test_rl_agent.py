@@ -220,6 +220,7 @@ def test_config_defaults_are_the_papers():
         ("deep", 32, 50, 6e-4, 0.99, 0.01, 40.0, 0.01, 0.5, 0.99, 4, 256)
     assert RLConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.episodic_life and cfg.fire_reset  # the paper's torchbeast code wraps Atari this way
+    assert not RLConfig(env="memory").episodic_life and not RLConfig(env="memory").fire_reset
     old = {k: v for k, v in cfg.to_dict().items() if k not in ("episodic_life", "fire_reset")}
     old_cfg = RLConfig.from_dict(old)  # a run saved before the options existed played without them
     assert not old_cfg.episodic_life and not old_cfg.fire_reset

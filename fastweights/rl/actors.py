@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from ..layers.state import map_state
+from ..tasks.atari import LIFE_LOST
 from .config import RLConfig
 
 FAULT_ENV = "FASTWEIGHTS_FAULT"
@@ -116,9 +117,6 @@ def build_agent(cfg: RLConfig, obs_shape, num_actions):
                  init=cfg.init)
 
 
-LIFE_LOST = "life_lost"  # the info key of a step that lost a life (AtariEnv with episodic_life)
-
-
 def clip_reward(reward: torch.Tensor, clip: float | None) -> torch.Tensor:
     return reward if clip is None else reward.clamp(-clip, clip)
 
@@ -169,7 +167,7 @@ class RolloutWorker:
                 o, info = env.reset()
                 self.env_frames += int(info.get("raw_frames", 0))
                 first[i] = True
-            elif info.get(LIFE_LOST):
+            elif info.get(LIFE_LOST):  # AtariEnv with episodic_life
                 first[i] = True  # a learning episode ends; the game (and its return) goes on
             reward[i] = r
             obs.append(o)

@@ -34,8 +34,8 @@ class RLConfig:
     Environment: ``env`` ``"atari"`` (``game``, e.g. Pong; NoFrameskip-v4 with ``frame_skip`` 4 and
     max-pooling of the last two frames, 84x84 grey, ``frame_stack`` 4, up to ``noop_max`` 30 no-ops,
     games capped at ``max_episode_frames``; ``episodic_life``: a lost life ends a learning episode, and
-    ``fire_reset``: FIRE is pressed after every reset and lost life, both as the paper's torchbeast code,
-    see :mod:`fastweights.tasks.atari`) or ``"memory"`` (cue recall, ``cues`` and ``delay``: see
+    ``fire_reset``: FIRE is pressed after every reset and lost life; None turns both on for Atari, as the
+    paper's torchbeast code, see :mod:`fastweights.tasks.atari`) or ``"memory"`` (cue recall, ``cues`` and ``delay``: see
     :mod:`fastweights.tasks.memory_env`).
 
     Agent: ``encoder`` (``deep`` IMPALA ResNet, ``shallow`` Nature-DQN, ``mlp`` for vectors; None picks
@@ -71,8 +71,8 @@ class RLConfig:
     frame_stack: int = 4
     noop_max: int = 30
     max_episode_frames: int = 108_000
-    episodic_life: bool = True
-    fire_reset: bool = True
+    episodic_life: bool | None = None
+    fire_reset: bool | None = None
 
     encoder: str | None = None
     features: int | None = None
@@ -126,6 +126,8 @@ class RLConfig:
         _int("noop_max", self.noop_max, 0)
         _int("max_episode_frames", self.max_episode_frames, 1)
         for name in ("episodic_life", "fire_reset"):
+            if getattr(self, name) is None:  # None: on for Atari (the paper's code), off for the memory env
+                setattr(self, name, self.env == "atari")
             if not isinstance(getattr(self, name), bool):
                 raise RLConfigError(name, f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.encoder is None:

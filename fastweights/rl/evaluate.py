@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..tasks.atari import LIFE_LOST
 from ..train.checkpoint import CheckpointError, load_checkpoint, read_pointer
 from ..train.driver import CKPT
-from .actors import LIFE_LOST, build_agent, core_reward, env_spec, make_env, quiet_numba
+from .actors import build_agent, core_reward, env_spec, make_env, quiet_numba
 from .impala import load_rl_config
 
 
@@ -93,7 +94,8 @@ def evaluate_rl_run(run_dir, episodes: int = 30, which: str = "last", envs: int 
             e.close()
     r = np.asarray(res["returns"], dtype=np.float64)
     out = {"run_dir": str(run_dir), "env": cfg.env_name(), "core": cfg.core, "encoder": cfg.encoder,
-           "checkpoint": which, "policy": "greedy" if greedy else "sampled", "step": ptr["step"], "frames": int(st.get("frames", 0)), "episodes": len(r),
+           "checkpoint": which, "policy": "greedy" if greedy else "sampled", "step": ptr["step"],
+           "frames": int(st.get("frames", 0)), "episodes": len(r),
            "return_mean": float(r.mean()), "return_std": float(r.std(ddof=1)) if len(r) > 1 else 0.0,
            "return_min": float(r.min()), "return_max": float(r.max()),
            "episode_length_mean": float(np.mean(res["lengths"])), "seconds": round(time.time() - t0, 2),

@@ -37,6 +37,7 @@ except ImportError:  # pragma: no cover
 
 SIZE = 84
 FIRE = 1
+LIFE_LOST = "life_lost"  # the info key of a step that lost a life, with episodic_life
 
 
 def have_ale() -> bool:
@@ -149,7 +150,7 @@ class AtariEnv(gym.Env if gym is not None else object):
             info = {**fire_info, "raw_frames": info["raw_frames"] + fire_info["raw_frames"]}
             self._lives = self.ale.lives()
         if lost and self.episodic_life:
-            info["life_lost"] = True
+            info[LIFE_LOST] = True
         return obs, total, term, trunc, info
 
     def _skip(self, action):
