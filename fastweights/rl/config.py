@@ -15,7 +15,7 @@ from ..train import config as _train_config
 from ..train.common import BUDGET_CLOCKS
 
 ENVS = ("atari", "memory")
-PRE_LIFE_FIELDS = ("episodic_life", "fire_reset")  # added later; absent from older runs' config.json
+LIFE_FIELDS = ("episodic_life", "fire_reset")  # Atari's life handling; added later, absent from older config.json
 
 
 class RLConfigError(_train_config.TrainConfigError):
@@ -35,8 +35,8 @@ class RLConfig:
     max-pooling of the last two frames, 84x84 grey, ``frame_stack`` 4, up to ``noop_max`` 30 no-ops,
     games capped at ``max_episode_frames``; ``episodic_life``: a lost life ends a learning episode, and
     ``fire_reset``: FIRE is pressed after every reset and lost life; None turns both on for Atari, as the
-    paper's torchbeast code, see :mod:`fastweights.tasks.atari`) or ``"memory"`` (cue recall, ``cues`` and ``delay``: see
-    :mod:`fastweights.tasks.memory_env`).
+    paper's torchbeast code, see :mod:`fastweights.tasks.atari`) or ``"memory"`` (cue recall, ``cues`` and
+    ``delay``: see :mod:`fastweights.tasks.memory_env`).
 
     Agent: ``encoder`` (``deep`` IMPALA ResNet, ``shallow`` Nature-DQN, ``mlp`` for vectors; None picks
     deep for Atari and mlp for the memory env), ``features`` (encoder output, 256; memory env 64), ``core`` (a layer
@@ -125,7 +125,7 @@ class RLConfig:
         _int("frame_stack", self.frame_stack, 1)
         _int("noop_max", self.noop_max, 0)
         _int("max_episode_frames", self.max_episode_frames, 1)
-        for name in ("episodic_life", "fire_reset"):
+        for name in LIFE_FIELDS:
             if getattr(self, name) is None:  # None: on for Atari (the paper's code), off for the memory env
                 setattr(self, name, self.env == "atari")
             if not isinstance(getattr(self, name), bool):
@@ -225,7 +225,7 @@ class RLConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown RL config field(s): {', '.join(unknown)}")
-        for name in PRE_LIFE_FIELDS:  # runs saved before these options existed played full games without them
+        for name in LIFE_FIELDS:  # runs saved before these options existed played full games without them
             data.setdefault(name, False)
         return cls(**data)
 

@@ -21,10 +21,13 @@ from random_play import random_returns  # results/atari/random_play.py, beside t
 from fastweights.rl import load_rl_config
 
 
-def cell(path: Path) -> str:
-    if not path.exists():
+def load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def cell(d: dict | None) -> str:
+    if d is None:
         return "-"
-    d = json.loads(path.read_text())
     return (f"{d['return_mean']:.1f} +- {d['return_std']:.1f} ({len(set(d['returns']))} distinct of "
             f"{d['episodes']})")
 
@@ -38,9 +41,9 @@ def main(runs) -> None:
         if cfg.game not in randoms:
             r = random_returns(cfg, 30)
             randoms[cfg.game] = f"{statistics.mean(r):.1f} +- {statistics.stdev(r):.1f}"
-        frames = json.loads((run / "eval30.json").read_text())["frames"] if (run / "eval30.json").exists() else 0
-        print(f"| {run.name} | {cfg.core} | {frames:,} | {cell(run / 'eval30.json')} "
-              f"| {cell(run / 'eval30-sample.json')} | {randoms[cfg.game]} |")
+        greedy, sampled = load(run / "eval30.json"), load(run / "eval30-sample.json")
+        frames = (greedy or sampled or {"frames": 0})["frames"]
+        print(f"| {run.name} | {cfg.core} | {frames:,} | {cell(greedy)} | {cell(sampled)} | {randoms[cfg.game]} |")
 
 
 if __name__ == "__main__":

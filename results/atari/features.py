@@ -6,35 +6,28 @@ unit across frames (a unit that does not vary cannot tell the frames apart).
     python results/atari/features.py RUN_DIR [RUN_DIR ...]
 """
 
+import itertools
 import sys
 from pathlib import Path
 
 import torch
+from random_play import random_steps  # results/atari/random_play.py, beside this script
 
 from fastweights.rl import load_rl_config
-from fastweights.rl.actors import build_agent, env_spec, make_env
+from fastweights.rl.actors import build_agent, env_spec
 from fastweights.train.checkpoint import load_checkpoint
 
 
 def frames(cfg, steps: int = 200, seed: int = 1) -> torch.Tensor:
-    env = make_env(cfg)
-    env.action_space.seed(seed)
-    obs, _ = env.reset(seed=seed)
-    out = []
-    for _ in range(steps):
-        obs, _, term, trunc, _ = env.step(env.action_space.sample())
-        out.append(torch.as_tensor(obs))
-        if term or trunc:
-            obs, _ = env.reset()
-    env.close()
-    return torch.stack(out)
+    return torch.stack([torch.as_tensor(obs) for obs, _, _ in itertools.islice(random_steps(cfg, seed), steps)])
 
 
 def describe(agent, x) -> str:
     with torch.no_grad():
         f = agent.encoder(x)
     dead = float(((f > 0).sum(0) == 0).float().mean())
-    return f"dead units {100 * dead:.0f}%, mean {float(f.mean()):.2g}, spread across frames {float(f.std(0).mean()):.2g}"
+    spread = float(f.std(0).mean())
+    return f"dead units {100 * dead:.0f}%, mean {float(f.mean()):.2g}, spread across frames {spread:.2g}"
 
 
 def main(runs) -> None:

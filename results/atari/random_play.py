@@ -13,21 +13,31 @@ from fastweights.rl import load_rl_config
 from fastweights.rl.actors import make_env
 
 
-def random_returns(cfg, episodes: int, seed: int = 12345) -> list[float]:
+def random_steps(cfg, seed: int):
+    """Uniformly random play of ``cfg``'s environment, game after game: yields ``(obs, reward, game_over)``
+    for every step (a new game starts after a finished one)."""
     env = make_env(cfg)
     env.action_space.seed(seed)
-    returns = []
     env.reset(seed=seed)
-    total = 0.0
-    while len(returns) < episodes:
-        _, r, term, trunc, _ = env.step(env.action_space.sample())
+    try:
+        while True:
+            obs, r, term, trunc, _ = env.step(env.action_space.sample())
+            yield obs, r, term or trunc
+            if term or trunc:
+                env.reset()
+    finally:
+        env.close()
+
+
+def random_returns(cfg, episodes: int, seed: int = 12345) -> list[float]:
+    returns, total = [], 0.0
+    for _, r, game_over in random_steps(cfg, seed):
         total += r
-        if term or trunc:
+        if game_over:
             returns.append(total)
             total = 0.0
-            env.reset()
-    env.close()
-    return returns
+            if len(returns) == episodes:
+                return returns
 
 
 def main() -> None:
