@@ -215,6 +215,8 @@ def format_line(task: str, example) -> str:
 
 
 def parse_line(task: str, line: str):
+    """One example of a split file; ``ValueError`` on a malformed line or a token outside the task's
+    vocabulary."""
     fields = line.rstrip("\n").split("\t")
     if len(fields) != 2:
         raise ValueError(f"expected 2 TAB-separated fields, got {len(fields)}")
@@ -222,54 +224,114 @@ def parse_line(task: str, line: str):
         src, tgt = fields[0].split(), fields[1].split()
         if len(src) != len(tgt) or not src:
             raise ValueError(f"source has {len(src)} tokens, target {len(tgt)}")
+        _in_vocab(src, CODE_EXEC_SRC_VOCAB, "source")
+        _in_vocab(tgt, CODE_EXEC_TGT_VOCAB, "target")
         return src, tgt
     if task == "listops":
         tokens = fields[0].split()
         if not tokens or not fields[1].strip().isdigit() or not 0 <= int(fields[1]) <= 9:
             raise ValueError(f"bad example or label {fields[1]!r}")
+        _in_vocab(tokens, LISTOPS_VOCAB, "example")
         return tokens, int(fields[1])
     raise ValueError(f"unknown task {task!r}")
 
 
+def _in_vocab(tokens, vocab: Vocab, what: str) -> None:
+    for t in tokens:
+        if t not in vocab or t == PAD:
+            raise ValueError(f"{what} token {t!r} is not in the vocabulary")
+
+
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+SPLIT_FILES = tuple(f"{s}.txt" for s in SPLITS) + ("meta.json",)
+
+
+def _split_texts(splits: Splits) -> dict:
+    task = splits.meta["task"]
+    texts = {f"{split}.txt": "".join(format_line(task, ex) + "\n" for ex in examples)
+             for split, examples in splits.items()}
+    texts["meta.json"] = json.dumps(splits.meta, indent=2) + "\n"
+    return texts
 
 
 def write_splits(out_dir: str | os.PathLike, splits: Splits) -> Path:
-    """Write ``train.txt``, ``valid.txt``, ``test.txt`` and ``meta.json`` into ``out_dir`` (created)."""
+    """Write ``train.txt``, ``valid.txt``, ``test.txt`` and ``meta.json`` into ``out_dir`` (created).
+
+    Refuses (``ValueError``, one line) an empty path, and a directory that already holds any of these files
+    unless they are exactly this data set (then nothing is rewritten): existing files are never overwritten."""
+    if str(out_dir).strip() == "":
+        raise ValueError("out: the data directory is an empty path")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out {out} exists and is not a directory")
+    texts = _split_texts(splits)
+    present = [name for name in SPLIT_FILES if (out / name).exists()]
+    if present:
+        same = len(present) == len(SPLIT_FILES) and all(_same_text(out / name, texts[name]) for name in SPLIT_FILES)
+        if same:
+            return out
+        raise ValueError(f"out {out} already holds {', '.join(present)} of another data set; choose a new or "
+                         f"empty directory (existing files are not overwritten)")
     out.mkdir(parents=True, exist_ok=True)
-    task = splits.meta["task"]
-    for split, examples in splits.items():
-        _write_atomic(out / f"{split}.txt", "".join(format_line(task, ex) + "\n" for ex in examples))
-    _write_atomic(out / "meta.json", json.dumps(splits.meta, indent=2) + "\n")
+    for name in SPLIT_FILES:  # meta.json last: a directory with meta.json is complete
+        _write_atomic(out / name, texts[name])
     return out
 
 
+def _same_text(path: Path, text: str) -> bool:
+    try:
+        return path.read_bytes() == text.encode("utf-8")
+    except OSError:
+        return False
+
+
 def read_split(path: str | os.PathLike, task: str) -> list:
-    """The examples of one split file, as ``generate`` returns them; ``ValueError`` naming file:line."""
+    """The examples of one split file, as ``generate`` returns them; ``ValueError`` naming file:line (a
+    malformed line, a token outside the vocabulary, bytes that are not UTF-8)."""
     _task(task)
     examples = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                examples.append(parse_line(task, line))
-            except ValueError as e:
-                raise ValueError(f"{path}:{n}: {e}") from None
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    examples.append(parse_line(task, line))
+                except ValueError as e:
+                    raise ValueError(f"{path}:{n}: {e}") from None
+    except UnicodeDecodeError:
+        raise ValueError(not_utf8_message(path)) from None
     return examples
 
 
+def not_utf8_message(path) -> str:
+    """``FILE:LINE: not UTF-8 text (...)`` for a file that fails to decode, naming its first bad line."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return f"{path}:{n}: not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1})"
+    return f"{path}: not UTF-8 text"
+
+
 def load_splits(data_dir: str | os.PathLike) -> Splits:
-    """Read a directory written by :func:`write_splits` / ``fastweights data``."""
+    """Read a directory written by :func:`write_splits` / ``fastweights data``. ``ValueError`` (one line,
+    naming the file) for a missing, malformed or empty split."""
     d = Path(data_dir)
     try:
         meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
         task = meta["task"]
+        _task(task)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{d}: not a fastweights data directory (meta.json: {e})") from None
     parts = {}
@@ -278,6 +340,8 @@ def load_splits(data_dir: str | os.PathLike) -> Splits:
             parts[split] = read_split(d / f"{split}.txt", task)
         except OSError as e:
             raise ValueError(f"{d}: cannot read {split}.txt: {e.strerror}") from None
+        if not parts[split]:
+            raise ValueError(f"{d / f'{split}.txt'}: the {split} split is empty (no examples)")
     return Splits(parts["train"], parts["valid"], parts["test"], meta)
 
 

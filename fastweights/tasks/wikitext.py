@@ -14,8 +14,12 @@ A data directory in the standard layout holds ``wiki.train.tokens``, ``wiki.vali
   ``meta.json``, in a directory named after the SHA-256 of the three files, so a second run skips the
   tokenising; a changed file gives a new key (and a fresh cache). Written to a temporary directory and
   renamed into place, so a crash never leaves a half cache.
-* :func:`download`: fetches the official archive, unpacks it and checks the validation and test files
-  against their published checksums; without a network it fails with one line (:class:`WikiTextError`).
+* :func:`download`: fetches the official archive, unpacks it and verifies every file it extracts (validation
+  and test against their published SHA-256, the training file against its SHA-1 and the SHA-256 of its first
+  bytes) before putting it in place; it never overwrites files; without a network it fails with one line
+  (:class:`WikiTextError`).
+* Empty files, non-UTF-8 bytes and files changed since a run recorded their checksums are refused with one
+  line naming the file, before anything is tokenised or cached.
 
 No torch here: ids are NumPy ``int32`` arrays.
 """
@@ -46,6 +50,12 @@ OFFICIAL_SHA256 = {
     "wiki.test.tokens": "56db52eb157b1ab5c89646eef70510c1eca6e12a3bfdb99f0d6b05b4eacb75b9",
 }
 OFFICIAL_COUNTS = {"valid": 217_646, "test": 245_569}
+# The training file (about 540 MB) has no published SHA-256. It is checked against its SHA-1 as GluonNLP's
+# WikiText103 dataset records it (the same table's SHA-1s of wiki.valid.tokens and wiki.test.tokens,
+# c326ac59... and 8a5befc5..., match the files of the SHA-256s above), and its first 2,882,983 bytes against
+# the SHA-256 of the prefix in ../shared/data/README.md.
+OFFICIAL_TRAIN_SHA1 = "b7497e2dfe77e72cfef5e3dbc61b7b53712ac211"
+OFFICIAL_TRAIN_PREFIX = (2_882_983, "611df3b41f14ba024d70702dff829bfaca0f335aa93800ba7785c87a82ff88b5")
 
 
 class WikiTextError(ValueError):
@@ -197,14 +207,31 @@ def cache_key(checksums: dict) -> str:
 
 
 def load_corpus(data_dir: str | os.PathLike | None, train_file: str | os.PathLike | None = None,
-                cache_root: str | os.PathLike | None = None, log=None) -> Corpus:
+                cache_root: str | os.PathLike | None = None, log=None, expected_sha256: dict | None = None) -> Corpus:
     """Reads (or reuses the cache of) a WikiText directory; see the module doc. ``log`` (a callable)
-    hears what happens."""
+    hears what happens. ``expected_sha256`` (``{split: hex digest}``, e.g. a run's ``data_sha256``): the
+    files must still have these checksums, checked before any cache is read or written.
+
+    Raises :class:`WikiTextError` (one line, naming the file) for a missing, unreadable, empty or non-UTF-8
+    file, or a changed one."""
     paths = split_paths(data_dir, train_file)
+    for split, p in paths.items():
+        try:
+            empty = p.stat().st_size == 0
+        except OSError as e:
+            raise WikiTextError(f"cannot read {p}: {e.strerror}") from None
+        if empty:
+            raise WikiTextError(f"{p}: the {split} file is empty")
     try:
         checksums = {s: sha256_file(p) for s, p in paths.items()}
     except OSError as e:
         raise WikiTextError(f"cannot read {e.filename}: {e.strerror}") from None
+    if expected_sha256 is not None:
+        changed = [s for s in expected_sha256 if checksums.get(s) != expected_sha256[s]]
+        if changed:
+            files = ", ".join(str(paths[s]) for s in changed if s in paths)
+            raise WikiTextError(f"the data files changed since this run started ({', '.join(changed)} differ "
+                                f"from the checksums in its config.json: {files})")
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     cdir = root / cache_key(checksums)
     if (cdir / "meta.json").is_file():
@@ -215,11 +242,20 @@ def load_corpus(data_dir: str | os.PathLike | None, train_file: str | os.PathLik
                 log(f"cache {cdir} is unreadable ({e}); rebuilding it")
     if log:
         log(f"tokenising {paths['train']} (vocabulary), {paths['valid'].name} and {paths['test'].name}")
-    words, counts = build_vocab(paths["train"])
-    w2i = {w: i for i, w in enumerate(words)}
     arrays, oov = {}, {}
-    for s, p in paths.items():
-        arrays[s], oov[s] = encode_file(p, w2i, w2i[UNK])
+    reading = paths["train"]
+    try:
+        words, counts = build_vocab(reading)
+        w2i = {w: i for i, w in enumerate(words)}
+        for s, p in paths.items():
+            reading = p
+            arrays[s], oov[s] = encode_file(p, w2i, w2i[UNK])
+    except UnicodeDecodeError:
+        from .splits import not_utf8_message
+
+        raise WikiTextError(not_utf8_message(reading)) from None
+    except OSError as e:
+        raise WikiTextError(f"cannot read {reading}: {e.strerror or e}") from None
     meta = {"version": CACHE_VERSION, "files": {s: str(Path(p).resolve()) for s, p in paths.items()},
             "sha256": checksums, "tokens": {s: int(len(a)) for s, a in arrays.items()}, "oov": oov,
             "unk": {s: int(np.count_nonzero(a == w2i[UNK])) for s, a in arrays.items()},
@@ -272,19 +308,73 @@ def _read_cache(cdir: Path) -> Corpus:
 
 # ------------------------------------------------------------------------------------------ download
 
+def _official_checks() -> dict:
+    checks = {name: {"sha256": digest} for name, digest in OFFICIAL_SHA256.items()}
+    checks[SPLIT_FILES["train"]] = {"sha1": OFFICIAL_TRAIN_SHA1, "prefix_sha256": OFFICIAL_TRAIN_PREFIX}
+    return checks
+
+
+def _check_file(path: Path, check: dict) -> tuple[str, str | None]:
+    """``(sha256, what failed or None)`` of ``path`` against ``check`` (``sha256``, ``sha1``, ``prefix_sha256``:
+    ``(length, digest)`` of the first bytes), in one read."""
+    full, sha1 = hashlib.sha256(), hashlib.sha1()
+    prefix_len, prefix_want = check.get("prefix_sha256", (0, None))
+    prefix, seen = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 22)
+            if not b:
+                break
+            full.update(b)
+            sha1.update(b)
+            if seen < prefix_len:
+                prefix.update(b[: prefix_len - seen])
+            seen += len(b)
+    got = full.hexdigest()
+    if "sha256" in check and got != check["sha256"]:
+        return got, f"SHA-256 {got}, expected {check['sha256']}"
+    if "sha1" in check and sha1.hexdigest() != check["sha1"]:
+        return got, f"SHA-1 {sha1.hexdigest()}, expected {check['sha1']}"
+    if prefix_want is not None and (seen < prefix_len or prefix.hexdigest() != prefix_want):
+        return got, f"its first {prefix_len:,} bytes have SHA-256 {prefix.hexdigest()}, expected {prefix_want}"
+    return got, None
+
+
 def download(out_dir: str | os.PathLike, url: str = OFFICIAL_URL, expected_sha256: dict | None = None,
              timeout: float = 30.0, log=None) -> dict:
-    """Downloads the archive at ``url``, unpacks its ``wiki.*.tokens`` files into ``out_dir`` and checks
-    them: every split file present, the validation and test files against ``expected_sha256`` (default:
-    the official checksums; ``{}`` skips that check). Returns ``{file name: sha256}``.
+    """Downloads the archive at ``url``, unpacks its ``wiki.*.tokens`` files into ``out_dir`` and verifies
+    every one before it is put in place: by default against the official release (validation and test by
+    SHA-256, the training file by SHA-1 and the SHA-256 of its first bytes, see ``OFFICIAL_TRAIN_SHA1``);
+    ``expected_sha256`` (``{file name: sha256}``) replaces those checks and must name all three files.
+    Returns ``{file name: sha256}``.
 
-    Raises :class:`WikiTextError` (one line) when the network or the archive fails."""
+    ``out_dir`` must not be an empty path. Files already there are never overwritten: if all three are
+    there and verify, nothing is downloaded; if any is there and the set does not verify, it is refused.
+    Raises :class:`WikiTextError` (one line) when the network, the archive or a check fails."""
     import urllib.error
     import urllib.request
     import zipfile
 
-    expected = OFFICIAL_SHA256 if expected_sha256 is None else expected_sha256
+    if str(out_dir).strip() == "":
+        raise WikiTextError("--out: the data directory is an empty path")
+    if expected_sha256 is None:
+        checks = _official_checks()
+    else:
+        checks = {name: {"sha256": digest} for name, digest in expected_sha256.items()}
+        unchecked = [n for n in SPLIT_FILES.values() if n not in checks]
+        if unchecked:
+            raise WikiTextError(f"no checksum for {', '.join(unchecked)}: every extracted file is verified")
     out = Path(out_dir)
+    present = [n for n in SPLIT_FILES.values() if (out / n).exists()]
+    if present:
+        if len(present) == len(SPLIT_FILES):
+            results = {n: _check_file(out / n, checks[n]) for n in present}
+            if all(bad is None for _, bad in results.values()):
+                if log:
+                    log(f"{out} already holds the verified {', '.join(present)}; nothing downloaded")
+                return {n: digest for n, (digest, _) in results.items()}
+        raise WikiTextError(f"{out} already holds {', '.join(present)}, not the verified release; choose a new or "
+                            f"empty directory (existing files are not overwritten)")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -313,15 +403,14 @@ def download(out_dir: str | os.PathLike, url: str = OFFICIAL_URL, expected_sha25
             raise WikiTextError(f"{url}: not a zip archive ({e})") from None
         sums = {}
         for name in SPLIT_FILES.values():
-            part = out / f".{name}.part"
-            sums[name] = sha256_file(part)
-            if name in expected and sums[name] != expected[name]:
-                raise WikiTextError(f"{url}: {name} has SHA-256 {sums[name]}, expected {expected[name]}; "
-                                    f"the download is damaged or not the official release")
+            sums[name], bad = _check_file(out / f".{name}.part", checks[name])
+            if bad is not None:
+                raise WikiTextError(f"{url}: {name} has {bad}; the download is damaged or not the official "
+                                    f"release")
         for name in SPLIT_FILES.values():
             os.replace(out / f".{name}.part", out / name)
         if log:
-            log(f"wrote {', '.join(SPLIT_FILES.values())} to {out}")
+            log(f"wrote {', '.join(SPLIT_FILES.values())} to {out} (verified)")
         return sums
     finally:
         if fd is not None:

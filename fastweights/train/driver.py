@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import _faults
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json_atomic
+from . import _faults, rundir
+from .checkpoint import CheckpointError, recover, save_checkpoint, write_json_atomic
 from .common import (Budget, StopSignals, capture_rng, device_for_rank, diverged_message, gather_from_ranks,
                      restore_rng, share_best)
 from .config import TrainConfigError
@@ -59,32 +59,47 @@ CKPT = "checkpoints"
 
 def start_run(cfg, resume: bool, dist, rank: int, world: int) -> tuple[Path, torch.device]:
     """``(run directory, this process's device)`` after the checks every loop makes before reading its data:
-    the global batch splits evenly across the processes and a fresh start does not overwrite a run
-    (``TrainConfigError`` naming the field otherwise). Sets torch's thread count (``cfg.threads``); rank 0
-    creates the directory."""
+    the global batch splits evenly across the processes, and rank 0 claims the run directory
+    (:func:`.rundir.claim`: creates it, takes its lock, and for a fresh start checks that it is new, empty or
+    a failed start's leftovers; ``TrainConfigError`` naming ``out`` otherwise, on every process). Sets torch's
+    thread count (``cfg.threads``)."""
     run_dir = Path(cfg.out)
     if cfg.batch_size % world:
         raise TrainConfigError("batch_size", f"batch_size ({cfg.batch_size}) must be divisible by the number of "
                                              f"processes ({world})")
-    if not resume and (run_dir / CONFIG).exists():
-        raise TrainConfigError("out", f"out {run_dir} already holds a run; resume it or choose another directory")
-    if dist is not None:
-        dist.barrier()  # every rank has checked the run directory before rank 0 writes into it
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    device = device_for_rank(rank)
+    error = None
     if rank == 0:
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise TrainConfigError("out", f"out: cannot create {run_dir}: {e.strerror or e}") from None
-    return run_dir, device
+            rundir.claim(run_dir, resume)
+        except TrainConfigError as e:
+            error = e
+    if dist is not None:  # every process learns rank 0's verdict
+        verdict = [str(error) if error is not None else None]
+        dist.broadcast_object_list(verdict, src=0)
+        if verdict[0] is not None and error is None:
+            raise TrainConfigError("out", verdict[0])
+    if error is not None:
+        raise error
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    return run_dir, device_for_rank(rank)
+
+
+def release_run(run_dir) -> None:
+    """Gives up this process's claim on ``run_dir`` (the training functions call it when they end, however they
+    end; :meth:`StepLoop.run` does it too). No-op where this process holds none."""
+    _pending_config.pop(rundir._key(run_dir), None)
+    rundir.release(run_dir)
+
+
+_pending_config: dict[str, dict] = {}  # run directory -> the config write_run_config was given, until run()
 
 
 def write_run_config(run_dir: Path, cfg, rank: int, dist) -> None:
-    """Rank 0 writes the resolved config to ``config.json``; every process waits for it."""
+    """Rank 0 keeps the resolved config for ``config.json``, which :meth:`StepLoop.run` writes once the start
+    succeeded (so a start that fails leaves no ``config.json`` to block a plain retry)."""
     if rank == 0:
-        write_json_atomic(run_dir / CONFIG, cfg.to_dict())
+        _pending_config[rundir._key(run_dir)] = cfg.to_dict()
     if dist is not None:
         dist.barrier()
 
@@ -248,14 +263,21 @@ class StepLoop:
         self._idle = False  # a resumed run with its budget already spent: no step, no "done" message
         self.log = None
         self.t_last = 0.0  # when the train sums started (for tokens/s)
+        self._notes = []  # what resume() found, said once the run log exists
 
     def resume(self) -> None:
-        """Continues from the ``last`` checkpoint if there is one (a fresh start otherwise): weights,
-        optimizer, scheduler, step, best, train sums, time spent, this process's RNG, the task's state."""
-        loaded = load_checkpoint(self.ckpt_root, self.model, "last", map_location=self.device)
-        if loaded is None:
+        """Continues from the ``last`` checkpoint, or if it is missing or damaged from the newest checkpoint that
+        validates (saying so); with no checkpoint at all, from step 0 if nothing was trained yet (refused
+        otherwise, see :func:`.rundir.no_checkpoint_start`). Restores the weights, optimizer, scheduler, step,
+        best, train sums, time spent, this process's RNG and the task's state."""
+        found = recover(self.ckpt_root, self.model, map_location=self.device, repoint=self.rank == 0)
+        if found is None:
+            rundir.no_checkpoint_start(self.run_dir)
+            self._notes.append(f"no checkpoint in {self.ckpt_root} and nothing trained yet: starting from step 0")
             return
-        _, st = loaded
+        _, st, note = found
+        if note:
+            self._notes.append(note)
         try:
             self.opt.load_state_dict(st["optimizer"])
             self.sched.load_state_dict(st["scheduler"])
@@ -274,7 +296,12 @@ class StepLoop:
         also written to ``summary.json``. Raises ``task.error`` on a NaN/inf loss or gradient."""
         task, cfg, total = self.task, self.cfg, self.task.total
         if self.rank == 0:
+            pending = _pending_config.pop(rundir._key(self.run_dir), None)
+            if pending is not None:  # the start succeeded: now the directory holds a run
+                write_json_atomic(self.run_dir / CONFIG, pending)
             self.log = RunLog(self.run_dir, task.name, total, self.step, progress, **task.run_log_options())
+            for note in self._notes:
+                self.log.message(note)
             self.log.message(f"{'resuming at step ' + str(self.step) if self.step else 'starting'}: "
                              f"{task.describe()}, run dir {self.run_dir}")
         try:
@@ -364,6 +391,7 @@ class StepLoop:
             if self.log is not None:
                 self.log.close()
                 self.log = None
+            rundir.release(self.run_dir)
 
     # -- the pieces of a step
     def _message(self, text: str) -> None:

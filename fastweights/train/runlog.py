@@ -27,7 +27,7 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     if not path.exists():
         return []
     records = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:  # damaged bytes end the records like a cut line
         for line in f:
             try:
                 records.append(json.loads(line))
