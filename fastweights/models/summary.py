@@ -45,3 +45,19 @@ def render_table(rows: list[dict], title: str):
         table.add_row(r["layer"], f"{r['total']:,}", f"{r['non_word']:,}", f"{r['word']:,}",
                       f"{r['mixer_per_layer']:,}")
     return table
+
+
+def layer_options() -> list[dict]:
+    """One row per layer name: the options ``--layer-opt NAME=VALUE`` (``ModelConfig.layer_options``) can set,
+    with their defaults, read from the layer's constructor."""
+    import inspect
+
+    from ..layers.base import _REGISTRY
+
+    rows = []
+    for name in layer_names():
+        params = inspect.signature(_REGISTRY[name].__init__).parameters
+        opts = {p: (None if v.default is inspect.Parameter.empty else v.default) for p, v in params.items()
+                if p not in ("self", "d_model", "num_heads", "head_dim")}
+        rows.append({"layer": name, "options": opts})
+    return rows

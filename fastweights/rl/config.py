@@ -6,29 +6,38 @@ A bad value raises :class:`RLConfigError` (a ``ValueError``) naming the field an
 
 from __future__ import annotations
 
-import functools
-import json
 import math
-from dataclasses import asdict, dataclass, fields
+import typing
+from dataclasses import dataclass
 
-from ..train import config as _train_config
-from ..train.common import BUDGET_CLOCKS
+from ..train.options import NONE_WORDS, ConfigError, RunConfig, option, redeclare
 
 ENVS = ("atari", "memory")
 LIFE_FIELDS = ("episodic_life", "fire_reset")  # Atari's life handling; added later, absent from older config.json
+RLConfigError = ConfigError
+AUTO = ("none", "auto")
 
 
-class RLConfigError(_train_config.TrainConfigError):
-    """A bad ``RLConfig`` value; ``field`` names the field (a ``TrainConfigError``, as the shared run start
-    raises for ``out``)."""
+def _core_names():
+    from ..models.agent import core_names
+
+    return core_names()
 
 
-_int = functools.partial(_train_config._int, error=RLConfigError)
-_number = functools.partial(_train_config._number, error=RLConfigError)
+def _encoders():
+    from ..models.agent import ENCODERS
+
+    return ENCODERS
+
+
+def _inits():
+    from ..models.agent import INITS
+
+    return INITS
 
 
 @dataclass
-class RLConfig:
+class RLConfig(RunConfig):
     """One IMPALA run (Espeholt et al. 2018) with the paper's recipe as defaults (DESIGN.md, Atari).
 
     Environment: ``env`` ``"atari"`` (``game``, e.g. Pong; NoFrameskip-v4 with ``frame_skip`` 4 and
@@ -63,142 +72,113 @@ class RLConfig:
     ``time_budget_minutes`` on ``budget_clock`` (as in the supervised loop).
     """
 
-    env: str = "atari"
-    game: str = "Pong"
-    cues: int = 2
-    delay: int = 10
-    frame_skip: int | None = None
-    frame_stack: int = 4
-    noop_max: int = 30
-    max_episode_frames: int = 108_000
-    episodic_life: bool | None = None
-    fire_reset: bool | None = None
+    kind: typing.ClassVar[str] = "rl"
+    command_field: typing.ClassVar[str] = "env"
 
-    encoder: str | None = None
-    features: int | None = None
-    core: str = "rdn"
-    core_dim: int | None = None
-    core_layers: int = 2
-    core_heads: int = 4
-    core_ff: int | None = None
-    init: str = "torch"
+    env: str = option("atari", "environment", choices=ENVS, cli=False)
+    game: str = option("Pong", "Atari game, e.g. Pong, Breakout, Boxing", commands=("atari",))
+    cues: int = option(2, "number of cues to tell apart", low=2, high=10_000, commands=("memory",))
+    delay: int = option(10, "blank steps between cue and query", low=0, high=100_000, commands=("memory",))
+    frame_skip: int | None = option(None, "frames per action, max-pooled over the last two (default 4)", low=1,
+                                    high=1000, commands=("atari",), none_words=AUTO)
+    frame_stack: int = option(4, "frames stacked into one observation", low=1, high=64, commands=("atari",))
+    noop_max: int = option(30, "at most this many no-ops after a reset", low=0, high=100_000, commands=("atari",))
+    max_episode_frames: int = option(108_000, "cap of one game in emulator frames", low=1, high=10**9,
+                                     commands=("atari",))
+    episodic_life: bool | None = option(None, "on (default, as the paper's code): a lost life ends a learning "
+                                              "episode (returns still count full games); off", commands=("atari",),
+                                        none_words=AUTO)
+    fire_reset: bool | None = option(None, "on (default, as the paper's code): press FIRE after every reset and "
+                                           "lost life, in games that have it; off", commands=("atari",),
+                                     none_words=AUTO)
 
-    frames: int | None = None
-    batch_size: int | None = None
-    unroll: int | None = None
-    lr: float | None = None
-    rms_alpha: float = 0.99
-    rms_eps: float = 0.01
-    grad_clip: float | None = 40.0
-    entropy_cost: float = 0.01
-    baseline_cost: float = 0.5
-    discount: float = 0.99
-    reward_clip: float | None = 1.0
-    clip_rho: float | None = 1.0
-    clip_pg_rho: float | None = 1.0
+    encoder: str | None = option(None, "deep (IMPALA ResNet, default) or shallow (Nature-DQN)", choices=_encoders,
+                                 commands=("atari",), none_words=AUTO)
+    features: int | None = option(None, "encoder output width (default 256; memory env 64)", low=1, high=65536,
+                                  none_words=AUTO)
+    core: str = option("rdn", "lstm, rdn, delta-rnn, deltanet, lt, ... or ff (no memory)", choices=_core_names)
+    core_dim: int | None = option(None, "core width (default 128 for FWPs, 256 for lstm/ff)", low=1, high=65536,
+                                  none_words=AUTO)
+    core_layers: int = option(2, "FWP blocks", low=1, high=1024)
+    core_heads: int = option(4, "FWP heads", low=1, high=4096)
+    core_ff: int | None = option(None, "FWP feedforward width (default 4 x core dim)", low=1, high=2**20,
+                                 none_words=AUTO)
+    init: str = option("torch", "weight initialisation: torch (PyTorch's default, as the paper's code) or "
+                                "orthogonal (A2C/PPO's; policy head gain 0.01)", choices=_inits)
 
-    actors: int = 2
-    envs_per_actor: int | None = None
-    queue_size: int | None = None
-    threads: int | None = None
-    actor_threads: int = 1
+    frames: int | None = option(None, "environment frames in total, e.g. 2e6 (Atari: emulator frames; default 2M, "
+                                      "memory env 200k)", low=1, high=10**13, resumable=True, none_words=AUTO)
+    batch_size: int | None = option(None, "trajectories per update (default 32; memory env 16)", low=1, high=2**16,
+                                    none_words=AUTO)
+    unroll: int | None = option(None, "steps per trajectory (default 50; memory env 20)", low=1, high=100_000,
+                                none_words=AUTO)
+    lr: float | None = option(None, "RMSprop learning rate, decayed linearly to 0 (default 6e-4; memory env 2e-3)",
+                              low=0, low_open=True, high=10, none_words=AUTO)
+    rms_alpha: float = option(0.99, "RMSprop smoothing", low=0, high=1, high_open=True)
+    rms_eps: float = option(0.01, "RMSprop epsilon", low=0, low_open=True, high=1e3)
+    grad_clip: float | None = option(40.0, "max gradient norm (0, none or off: no clipping)", low=0, high=1e9,
+                                     words=(("none", 0.0), ("off", 0.0)))
+    entropy_cost: float = option(0.01, "entropy bonus weight", low=0, high=1e6)
+    baseline_cost: float = option(0.5, "baseline loss weight", low=0, high=1e6)
+    discount: float = option(0.99, "discount gamma", low=0, high=1)
+    reward_clip: float | None = option(1.0, "clip rewards to +-this, or none", low=0, low_open=True, high=1e9,
+                                       none_words=NONE_WORDS)
+    clip_rho: float | None = option(1.0, "V-trace importance-weight threshold rho-bar, or none", low=0,
+                                    low_open=True, high=1e9, none_words=NONE_WORDS)
+    clip_pg_rho: float | None = option(1.0, "V-trace policy-gradient threshold, or none", low=0, low_open=True,
+                                       high=1e9, none_words=NONE_WORDS)
 
-    seed: int = 0
-    out: str = "runs/rl"
-    log_interval: int = 10
-    save_interval: int = 100
-    time_budget_minutes: float | None = None
-    budget_clock: str = "wall"
+    actors: int = option(2, "actor processes; 0 = step the environments in the learner", low=0, high=256,
+                         resumable=True)
+    envs_per_actor: int | None = option(None, "environments per actor (default batch/actors)", low=1, high=4096,
+                                        resumable=True, none_words=AUTO)
+    queue_size: int | None = option(None, "rollouts the actors may have ready (shared-memory slots; default two "
+                                          "batches)", low=1, high=4096, resumable=True, none_words=AUTO)
+    threads: int | None = redeclare(RunConfig, "threads", None, "learner torch threads (default: Atari every core, "
+                                                                "memory env the cores the actors leave, at least 1)",
+                                    resumable=True)
+    actor_threads: int = option(1, "torch threads per actor", low=1, high=1024, resumable=True)
+    save_interval: int | None = redeclare(RunConfig, "save_interval", 100, "learner steps between checkpoints")
 
-    def __post_init__(self):
-        from ..models.agent import ENCODERS, INITS, core_names
-
-        if self.env not in ENVS:
-            raise RLConfigError("env", f"env must be one of {list(ENVS)}, got {self.env!r}")
-        if not isinstance(self.game, str) or not self.game.isidentifier():
-            raise RLConfigError("game", f"game must be an Atari game name such as 'Pong', got {self.game!r}")
-        _int("cues", self.cues, 2)
-        _int("delay", self.delay, 0)
-        if self.frame_skip is None:
-            self.frame_skip = 4 if self.env == "atari" else 1
-        _int("frame_skip", self.frame_skip, 1)
-        _int("frame_stack", self.frame_stack, 1)
-        _int("noop_max", self.noop_max, 0)
-        _int("max_episode_frames", self.max_episode_frames, 1)
-        for name in LIFE_FIELDS:
-            if getattr(self, name) is None:  # None: on for Atari (the paper's code), off for the memory env
-                setattr(self, name, self.env == "atari")
-            if not isinstance(getattr(self, name), bool):
-                raise RLConfigError(name, f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.encoder is None:
-            self.encoder = "deep" if self.env == "atari" else "mlp"
-        if self.encoder not in ENCODERS:
-            raise RLConfigError("encoder", f"encoder must be one of {list(ENCODERS)}, got {self.encoder!r}")
-        if self.init not in INITS:
-            raise RLConfigError("init", f"init must be one of {list(INITS)}, got {self.init!r}")
-        if (self.encoder == "mlp") != (self.env == "memory"):
-            raise RLConfigError("encoder", f"encoder {self.encoder!r} does not fit env {self.env!r} (Atari needs "
-                                           f"deep or shallow, the memory env mlp)")
+    def resolve(self) -> None:
         atari = self.env == "atari"  # None picks the paper's Atari value, or the memory env's smaller one
-        if self.features is None:
-            self.features = 256 if atari else 64
-        if self.batch_size is None:
-            self.batch_size = 32 if atari else 16
-        if self.unroll is None:
-            self.unroll = 50 if atari else 20
-        if self.lr is None:
-            self.lr = 6e-4 if atari else 2e-3
-        if self.frames is None:
-            self.frames = 2_000_000 if atari else 200_000
-        _int("features", self.features, 1)
-        if self.core not in core_names():
-            raise RLConfigError("core", f"core must be one of {core_names()}, got {self.core!r}")
-        _int("core_dim", self.core_dim, 1, optional=True)
-        _int("core_layers", self.core_layers, 1)
-        _int("core_heads", self.core_heads, 1)
-        _int("core_ff", self.core_ff, 1, optional=True)
+        defaults = dict(frame_skip=4 if atari else 1, encoder="deep" if atari else "mlp", features=256 if atari else 64,
+                        batch_size=32 if atari else 16, unroll=50 if atari else 20, lr=6e-4 if atari else 2e-3,
+                        frames=2_000_000 if atari else 200_000, episodic_life=atari, fire_reset=atari)
+        for name, value in defaults.items():  # the life fields: on for Atari (the paper's code), off for memory
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+
+    def check(self) -> None:
+        if not self.game.isidentifier():
+            raise ConfigError("game", f"game must be an Atari game name such as 'Pong', got {self.game!r}")
+        if (self.encoder == "mlp") != (self.env == "memory"):
+            raise ConfigError("encoder", f"encoder {self.encoder!r} does not fit env {self.env!r} (Atari needs "
+                                         f"deep or shallow, the memory env mlp)")
         dim = self.core_dim or 128
         if self.core not in ("lstm", "ff") and dim % self.core_heads:
-            raise RLConfigError("core_heads", f"core_heads ({self.core_heads}) must divide core_dim ({dim})")
-
-        _int("frames", self.frames, 1)
-        _int("batch_size", self.batch_size, 1)
-        _int("unroll", self.unroll, 1)
-        _number("lr", self.lr, 0.0, low_open=True)
-        _number("rms_alpha", self.rms_alpha, 0.0, 1.0, high_open=True)
-        _number("rms_eps", self.rms_eps, 0.0, low_open=True)
-        _number("grad_clip", self.grad_clip, 0.0, low_open=True, optional=True)
-        _number("entropy_cost", self.entropy_cost, 0.0)
-        _number("baseline_cost", self.baseline_cost, 0.0)
-        _number("discount", self.discount, 0.0, 1.0, high_open=False)
-        _number("reward_clip", self.reward_clip, 0.0, low_open=True, optional=True)
-        _number("clip_rho", self.clip_rho, 0.0, low_open=True, optional=True)
-        _number("clip_pg_rho", self.clip_pg_rho, 0.0, low_open=True, optional=True)
-
-        _int("actors", self.actors, 0)
-        _int("envs_per_actor", self.envs_per_actor, 1, optional=True)
+            raise ConfigError("core_heads", f"core_heads ({self.core_heads}) must divide core_dim ({dim})")
         if self.actors > 0:
             if self.envs_per_actor is None:
                 if self.batch_size % self.actors:
-                    raise RLConfigError("actors", f"actors ({self.actors}) must divide batch_size "
-                                                  f"({self.batch_size}), or give envs_per_actor")
+                    raise ConfigError("actors", f"actors ({self.actors}) must divide batch_size "
+                                                f"({self.batch_size}), or give envs_per_actor")
                 self.envs_per_actor = self.batch_size // self.actors
             if self.batch_size % self.envs_per_actor:
-                raise RLConfigError("envs_per_actor", f"envs_per_actor ({self.envs_per_actor}) must divide "
-                                                      f"batch_size ({self.batch_size})")
-        _int("queue_size", self.queue_size, 1, optional=True)
-        _int("threads", self.threads, 1, optional=True)
-        _int("actor_threads", self.actor_threads, 1)
+                raise ConfigError("envs_per_actor", f"envs_per_actor ({self.envs_per_actor}) must divide "
+                                                    f"batch_size ({self.batch_size})")
+        elif self.envs_per_actor is not None:
+            raise ConfigError("envs_per_actor", f"envs_per_actor ({self.envs_per_actor}) needs actor processes; "
+                                                f"with actors 0 the learner steps batch_size environments itself")
 
-        _int("seed", self.seed, 0)
-        if not isinstance(self.out, str) or not self.out:
-            raise RLConfigError("out", f"out must be a non-empty path, got {self.out!r}")
-        _int("log_interval", self.log_interval, 1)
-        _int("save_interval", self.save_interval, 1)
-        _number("time_budget_minutes", self.time_budget_minutes, 0.0, low_open=True, optional=True)
-        if self.budget_clock not in BUDGET_CLOCKS:
-            raise RLConfigError("budget_clock", f"budget_clock must be one of {list(BUDGET_CLOCKS)}, "
-                                                f"got {self.budget_clock!r}")
+    def resume_fixups(self, changes: dict) -> dict:
+        if "actors" in changes and "envs_per_actor" not in changes:
+            changes["envs_per_actor"] = None
+        return changes
+
+    def default_out(self) -> str:
+        name = self.game if self.env == "atari" else "memory"
+        return f"runs/{name}-{self.core}-s{self.seed}"
 
     # ------------------------------------------------------------------------------------------------
     @property
@@ -213,21 +193,12 @@ class RLConfig:
     def env_name(self) -> str:
         return self.game if self.env == "atari" else f"memory-c{self.cues}-d{self.delay}"
 
-    def to_dict(self) -> dict:
-        return {"kind": "rl", **asdict(self)}
-
     @classmethod
     def from_dict(cls, data: dict) -> "RLConfig":
-        if not isinstance(data, dict):
-            raise ValueError(f"an RL config must be a JSON object, got {type(data).__name__}")
-        data = {k: v for k, v in data.items() if k != "kind"}
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown RL config field(s): {', '.join(unknown)}")
-        for name in LIFE_FIELDS:  # runs saved before these options existed played full games without them
-            data.setdefault(name, False)
-        return cls(**data)
+        from ..train.options import config_from_dict
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2) + "\n"
+        if isinstance(data, dict):
+            data = dict(data)
+            for name in LIFE_FIELDS:  # runs saved before these options existed played full games without them
+                data.setdefault(name, False)
+        return config_from_dict(cls, data)

@@ -31,55 +31,32 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..train.common import config_changes
-from ..train.driver import CONFIG, BatchLoss, StepLoop, Task, start_run, write_run_config
+from ..train.driver import BatchLoss, StepLoop, Task, start_run, write_run_config
 from ..train.runlog import read_metrics
+from ..train.runs import RunError, load_config, resume_config, run_kind
 from . import vtrace
 from .actors import (ActorError, ActorPool, RolloutWorker, build_agent, clip_reward, core_reward, env_spec,
                      keep_freed_memory, make_env, quiet_numba)
-from .config import RLConfig, RLConfigError
+from .config import RLConfig
 
-RESUMABLE_OVERRIDES = ("frames", "log_interval", "save_interval", "time_budget_minutes", "actors",
-                       "envs_per_actor", "queue_size", "threads", "actor_threads")
-
-
-class RLError(RuntimeError):
-    """The run cannot go on (a NaN loss or gradient, or a dead actor): the message says why."""
+RLError = RunError
 
 
 def load_rl_config(run_dir) -> RLConfig:
-    import json
-
-    path = Path(run_dir) / CONFIG
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError:
-        raise ValueError(f"{run_dir}: not a training run (no readable {CONFIG})") from None
-    except ValueError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    return RLConfig.from_dict(data)
+    return load_config(run_dir, expect="rl")
 
 
 def is_rl_run(run_dir) -> bool:
     """Whether ``run_dir``'s config.json is an RL run's."""
-    import json
-
     try:
-        data = json.loads((Path(run_dir) / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return run_kind(run_dir) == "rl"
+    except ValueError:
         return False
-    return isinstance(data, dict) and data.get("kind") == "rl"
 
 
 def resume_rl_config(run_dir, overrides: dict) -> RLConfig:
-    """The saved config with ``overrides``; only the length, intervals, budget and system knobs may change."""
-    import dataclasses
-
-    saved = load_rl_config(run_dir)
-    changes = config_changes(saved, overrides, RESUMABLE_OVERRIDES, RLConfigError)
-    if "actors" in changes and "envs_per_actor" not in changes:
-        changes["envs_per_actor"] = None
-    return dataclasses.replace(saved, **changes) if changes else saved
+    """The saved config with ``overrides`` (see :func:`fastweights.train.runs.resume_config`)."""
+    return resume_config(run_dir, overrides)
 
 
 # ------------------------------------------------------------------------------------------ the loss
@@ -181,7 +158,8 @@ def train(cfg: RLConfig, resume: bool = False, progress: bool | None = None) -> 
     np.random.seed(cfg.seed)
     obs_shape, num_actions = env_spec(cfg)
     agent = build_agent(cfg, obs_shape, num_actions)
-    opt = torch.optim.RMSprop(agent.parameters(), lr=cfg.lr, alpha=cfg.rms_alpha, eps=cfg.rms_eps)
+    opt = torch.optim.RMSprop(agent.parameters(), lr=cfg.lr, alpha=cfg.rms_alpha, eps=cfg.rms_eps,
+                              weight_decay=cfg.weight_decay)
     total = cfg.total_steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / total))
     task = _ImpalaTask(cfg, agent, obs_shape, num_actions)

@@ -89,6 +89,15 @@ class StopSignals:
         for sig, old in self._old.items():
             signal.signal(sig, old)
 
+    @staticmethod
+    def exit_code(stopped) -> int | None:
+        """The exit status of a run whose summary says ``"stopped": stopped``: 128 + the signal's number for
+        ``"SIGTERM"`` (143) and ``"SIGINT"`` (130), as a shell reports a process the signal ended; None
+        otherwise (completed, or stopped by the time budget)."""
+        if stopped in ("SIGTERM", "SIGINT"):
+            return 128 + int(getattr(signal, stopped))
+        return None
+
 
 def diverged_message(step: int, what: str, value: float, ckpt_root: Path) -> str:
     """The one-line error of a NaN/inf loss or gradient, saying which checkpoint is kept."""
@@ -126,47 +135,6 @@ class Budget:
         if self.dist is not None:
             self.dist.broadcast(over, src=0)
         return bool(over[0] > 0)
-
-
-def read_run_config(run_dir, name: str = "config.json") -> dict:
-    """The JSON object a run directory's ``config.json`` holds (one-line ``ValueError`` otherwise)."""
-    import json
-
-    path = Path(run_dir) / name
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError:
-        raise ValueError(f"{run_dir}: not a training run (no readable {name})") from None
-    except ValueError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    return data
-
-
-PATH_FIELDS = frozenset({"out", "data_dir", "train_file", "cache_dir"})
-
-
-def _same_value(name: str, saved, given) -> bool:
-    """Whether a resume override equals the saved value; a path field is the same path spelled relative or
-    absolute (``runs/x`` and ``/home/me/runs/x`` from the home directory)."""
-    if saved == given:
-        return True
-    if name in PATH_FIELDS and isinstance(saved, str) and isinstance(given, str):
-        return Path(saved).expanduser().resolve() == Path(given).expanduser().resolve()
-    return False
-
-
-def config_changes(saved, overrides: dict, resumable, error_cls) -> dict:
-    """The fields of ``overrides`` that differ from the ``saved`` config, refusing (``error_cls(field,
-    message)``) any that may not change on resume (not in ``resumable``)."""
-    changes = {}
-    for name, value in overrides.items():
-        if _same_value(name, getattr(saved, name), value):
-            continue
-        if name not in resumable:
-            raise error_cls(name, f"cannot change {name} on resume: the run has {getattr(saved, name)!r}, "
-                                  f"got {value!r}")
-        changes[name] = value
-    return changes
 
 
 def gather_from_ranks(dist, world: int, obj) -> list:

@@ -1,62 +1,85 @@
-"""``TrainConfig``: every knob of a supervised training run, validated when it is constructed.
+"""``TrainConfig``: every knob of a supervised training run, declared once (see :mod:`.options`).
 
-A bad value raises :class:`TrainConfigError` (a ``ValueError``) whose message names the field and the
+The fields every run kind shares are declared in :class:`~fastweights.train.options.RunConfig`, those the
+supervised and language-model runs share (the model and the optimiser) in :class:`ModelRunConfig`, and the
+algorithmic tasks' own here in :class:`TrainConfig`. A bad value raises :class:`TrainConfigError` (the one
+:class:`~fastweights.train.options.ConfigError`, a ``ValueError``) whose message names the field and the
 value, and whose ``field`` attribute names the field (the command line maps it back to its flag).
 Model-shape fields are also checked by building the :class:`~fastweights.models.ModelConfig` they imply.
 """
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import asdict, dataclass, field, fields
+import typing
+from dataclasses import dataclass
 
-from .common import BUDGET_CLOCKS
+from .options import ConfigError, RunConfig, option, redeclare
 
 TASKS = ("code-exec", "listops")
 LOSS_POSITIONS = ("prints", "all")
+TrainConfigError = ConfigError
 
 
-class TrainConfigError(ValueError):
-    """A bad ``TrainConfig`` value; ``field`` names the field."""
+def _layer_names():
+    from ..layers import layer_names
 
-    def __init__(self, field_name: str, message: str):
-        super().__init__(message)
-        self.field = field_name
+    return layer_names()
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _listops_ops():
+    from ..tasks.listops import ALL_OPS
+
+    return ALL_OPS
 
 
-def _int(name, value, low, optional=False, error=TrainConfigError):
-    """Raises ``error(name, message)`` unless ``value`` is an int >= ``low`` (or None, if ``optional``).
-    Shared by the configs of every loop (supervised, language model, RL), each with its error class."""
-    if optional and value is None:
-        return
-    if not _is_int(value) or value < low:
-        raise error(name, f"{name} must be an integer >= {low}{' or None' if optional else ''}, got {value!r}")
+def check_model(cfg, model_config) -> None:
+    """Builds ``cfg``'s :class:`~fastweights.models.ModelConfig` and one of its layers (on the meta device, so
+    nothing is allocated), turning their errors into :class:`ConfigError` naming the run's field, so a bad
+    shape or layer option is found before anything is written."""
+    import torch
 
+    from ..layers import build_layer
+    from ..models import ConfigError as ModelConfigError
 
-def _number(name, value, low=None, high=None, low_open=False, high_open=True, optional=False,
-            error=TrainConfigError):
-    """Raises ``error(name, message)`` unless ``value`` is a finite number within the bounds (each open or
-    closed), or None if ``optional``."""
-    if optional and value is None:
-        return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value < high if high_open else value <= high
-    if not ok:
-        lo = "" if low is None else f" {'>' if low_open else '>='} {low}"
-        hi = "" if high is None else f" and {'<' if high_open else '<='} {high}"
-        raise error(name, f"{name} must be a finite number{lo}{hi}{' or None' if optional else ''}, got {value!r}")
+    try:
+        mc = model_config()
+    except ModelConfigError as e:
+        name = {"layer": "model", "layer_options": "layer_options", "adaptive_softmax": "cutoffs"}.get(e.field,
+                                                                                                       e.field)
+        raise ConfigError(name, str(e).replace("layer must", "model must", 1)) from None
+    if mc.layer_options:
+        options = dict(mc.layer_options, **({"head_dim": mc.head_dim} if mc.head_dim is not None else {}))
+        try:
+            with torch.device("meta"):
+                build_layer(mc.layer, d_model=mc.d_model, num_heads=mc.num_heads, **options)
+        except (ValueError, TypeError) as e:
+            raise ConfigError("layer_options", f"layer {mc.layer!r}: {e}") from None
 
 
 @dataclass
-class TrainConfig:
+class ModelRunConfig(RunConfig):
+    """The model and optimiser fields that the supervised and language-model runs share."""
+
+    model: str = option("delta-rnn", "layer name, see 'fastweights models'", choices=_layer_names,
+                        metavar="LAYER")
+    d_model: int | None = option(128, "model width", low=1, high=65536)
+    num_layers: int | None = option(2, "blocks", low=1, high=1024, flag="--layers")
+    num_heads: int | None = option(4, "heads", low=1, high=4096, flag="--heads")
+    dropout: float | None = option(0.1, "dropout", low=0, high=1, high_open=True)
+    steps: int | None = option(None, "optimizer steps", low=1, high=10**10, resumable=True)
+    batch_size: int | None = option(64, "global batch", low=1, high=2**20)
+    lr: float | None = option(3e-4, "Adam learning rate", low=0, low_open=True, high=10)
+    betas: list | None = option([0.9, 0.995], "Adam betas B1,B2", item=float, length=2, low=0, high=1,
+                                high_open=True, metavar="B1,B2")
+    warmup_steps: int | None = option(0, "linear warm-up steps", low=0, high=10**10, flag="--warmup")
+    grad_clip: float | None = option(1.0, "max gradient norm (0, none or off: no clipping)", low=0, high=1e9,
+                                     words=(("none", 0.0), ("off", 0.0)))
+    eval_interval: int = option(200, "steps between validations and checkpoints", low=1, resumable=True)
+    eval_batch_size: int = option(256, "batch of evaluation", low=1, high=2**20, resumable=True)
+
+
+@dataclass
+class TrainConfig(ModelRunConfig):
     """One supervised run on an algorithmic task.
 
     Task and data:
@@ -68,11 +91,11 @@ class TrainConfig:
         data_dir: read the splits from this ``fastweights data`` directory instead of generating them
             (the task options above are then taken from its ``meta.json``).
 
-    Model: ``model`` (a layer name), ``d_model``, ``num_layers``, ``num_heads``, ``dropout``; the
-    positional encoding is the models' default (none for the FWPs and the LSTM).
+    Model: ``model`` (a layer name), ``layer_options``, ``d_model``, ``num_layers``, ``num_heads``,
+    ``dropout``; the positional encoding is the models' default (none for the FWPs and the LSTM).
 
     Optimisation (the paper's recipe): Adam ``lr`` 3e-4 with ``betas`` (0.9, 0.995), ``batch_size`` 64
-    (the global batch; split across processes under DDP), ``grad_clip`` (max global grad norm; None
+    (the global batch; split across processes under DDP), ``grad_clip`` (max global grad norm; None or 0
     disables), ``warmup_steps`` of linear warm-up then a constant rate. Exactly one of ``steps`` and
     ``epochs`` sets the length (neither: ``steps`` = 5000).
 
@@ -84,11 +107,11 @@ class TrainConfig:
     between validations; None: only at evaluations), ``log_interval`` (steps between train-metric
     records), ``eval_batch_size``, ``threads`` (torch intra-op threads; None keeps torch's default).
 
-    time_budget_minutes: a wall-clock budget (None: no budget), so that runs can be compared at equal
-    CPU time. The run ends after the first optimizer step at which the training loop's elapsed wall time
-    (evaluations and checkpoints included; start-up and data generation not), summed across ``--resume``
-    sessions through the checkpoint, exceeds it, with the usual final evaluation and checkpoint;
-    ``steps``/``epochs`` still cap the run. It may change on resume.
+    time_budget_minutes: a time budget (None: no budget), so that runs can be compared at equal CPU time.
+    The run ends after the first optimizer step at which the training loop's elapsed time (evaluations and
+    checkpoints included; start-up and data generation not), summed across ``--resume`` sessions through
+    the checkpoint, exceeds it, with the usual final evaluation and checkpoint; ``steps``/``epochs`` still
+    cap the run. It may change on resume.
 
     budget_clock: what the time budget counts. ``"wall"`` (the default) is wall-clock time; ``"cpu"`` is
     the CPU time of the training process, all its threads summed (``time.process_time``), which stays fair
@@ -96,106 +119,60 @@ class TrainConfig:
     Fixed for the life of a run.
     """
 
-    task: str = "code-exec"
-    num_vars: int = 5
-    length: int = 100
-    depth: int = 10
-    ops: list = field(default_factory=lambda: ["MIN", "MAX", "FIRST"])
-    sizes: list = field(default_factory=lambda: [10000, 1000, 1000])
-    data_seed: int = 0
-    data_dir: str | None = None
+    kind: typing.ClassVar[str] = "supervised"
+    command_field: typing.ClassVar[str] = "task"
 
-    model: str = "delta-rnn"
-    d_model: int = 128
-    num_layers: int = 2
-    num_heads: int = 4
-    dropout: float = 0.1
+    task: str = option("code-exec", "the algorithmic task", choices=TASKS, cli=False)
+    num_vars: int = option(5, "number of variables, 3 or 5", choices=(3, 5), flag="--vars", commands=("code-exec",))
+    length: int = option(100, "statements per program", low=2, high=100_000, commands=("code-exec",))
+    depth: int = option(10, "exact bracket depth", low=1, high=100, commands=("listops",))
+    ops: list = option(["MIN", "MAX", "FIRST"], "comma-separated operators", item=str, choices=_listops_ops,
+                       commands=("listops",), metavar="OPS")
+    sizes: list = option([10000, 1000, 1000], "TRAIN,VALID,TEST examples to generate", item=int, length=3,
+                         low=1, high=10**8, metavar="TRAIN,VALID,TEST")
+    data_seed: int = option(0, "seed of the generated splits", low=0, high=2**32 - 1)
+    data_dir: str | None = option(None, "read the splits from a 'fastweights data' directory instead of "
+                                        "generating them", flag="--data", metavar="DIR")
+    steps: int | None = redeclare(ModelRunConfig, "steps", None, "optimizer steps (default 5000)")
+    epochs: int | None = option(None, "epochs instead of --steps", low=1, high=10**7, resumable=True)
+    loss_positions: str = option("prints", "'prints' (executed-print positions) or 'all' tokens",
+                                 choices=LOSS_POSITIONS, flag="--loss-on", commands=("code-exec",))
 
-    steps: int | None = None
-    epochs: int | None = None
-    batch_size: int = 64
-    lr: float = 3e-4
-    betas: list = field(default_factory=lambda: [0.9, 0.995])
-    grad_clip: float | None = 1.0
-    warmup_steps: int = 0
-    loss_positions: str = "prints"
-
-    seed: int = 0
-    out: str = "runs/run"
-    eval_interval: int = 200
-    save_interval: int | None = None
-    log_interval: int = 10
-    eval_batch_size: int = 256
-    threads: int | None = None
-    time_budget_minutes: float | None = None
-    budget_clock: str = "wall"
-
-    def __post_init__(self):
-        from ..models import ConfigError
-        from ..tasks.listops import ALL_OPS, MAX_DEPTH
-
-        if self.task not in TASKS:
-            raise TrainConfigError("task", f"task must be one of {list(TASKS)}, got {self.task!r}")
-        if self.num_vars not in (3, 5) or not _is_int(self.num_vars):
-            raise TrainConfigError("num_vars", f"num_vars must be 3 or 5, got {self.num_vars!r}")
-        _int("length", self.length, 2)
-        if not _is_int(self.depth) or not 1 <= self.depth <= MAX_DEPTH:
-            raise TrainConfigError("depth", f"depth must be an int in 1..{MAX_DEPTH}, got {self.depth!r}")
-        if (not isinstance(self.ops, (list, tuple)) or not self.ops or any(o not in ALL_OPS for o in self.ops)
-                or len(set(self.ops)) != len(self.ops)):
-            raise TrainConfigError("ops", f"ops must be distinct names from {list(ALL_OPS)}, got {self.ops!r}")
-        self.ops = list(self.ops)
-        if (not isinstance(self.sizes, (list, tuple)) or len(self.sizes) != 3
-                or not all(_is_int(s) and s >= 1 for s in self.sizes)):
-            raise TrainConfigError("sizes", f"sizes must be three positive ints (train, valid, test), "
-                                            f"got {self.sizes!r}")
-        self.sizes = list(self.sizes)
-        _int("data_seed", self.data_seed, 0)
-        if self.data_dir is not None and (not isinstance(self.data_dir, str) or not self.data_dir):
-            raise TrainConfigError("data_dir", f"data_dir must be a non-empty path or None, got {self.data_dir!r}")
-
-        _int("d_model", self.d_model, 1)
-        _int("num_layers", self.num_layers, 1)
-        _int("num_heads", self.num_heads, 1)
-        _number("dropout", self.dropout, 0.0, 1.0)
-        try:
-            self.model_config()
-        except ConfigError as e:
-            name = {"layer": "model", "num_heads": "num_heads", "d_model": "d_model"}.get(e.field, e.field)
-            raise TrainConfigError(name, str(e).replace("layer must", "model must", 1)) from None
-
-        _int("steps", self.steps, 1, optional=True)
-        _int("epochs", self.epochs, 1, optional=True)
-        if self.steps is not None and self.epochs is not None:
-            raise TrainConfigError("steps", f"give steps or epochs, not both (steps={self.steps!r}, "
-                                            f"epochs={self.epochs!r})")
+    def resolve(self) -> None:
         if self.steps is None and self.epochs is None:
             self.steps = 5000
-        _int("batch_size", self.batch_size, 1)
-        _number("lr", self.lr, 0.0, low_open=True)
-        if (not isinstance(self.betas, (list, tuple)) or len(self.betas) != 2
-                or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0
-                           for b in self.betas)):
-            raise TrainConfigError("betas", f"betas must be two numbers in [0, 1), got {self.betas!r}")
-        self.betas = [float(b) for b in self.betas]
-        _number("grad_clip", self.grad_clip, 0.0, low_open=True, optional=True)
-        _int("warmup_steps", self.warmup_steps, 0)
-        if self.loss_positions not in LOSS_POSITIONS:
-            raise TrainConfigError("loss_positions", f"loss_positions must be one of {list(LOSS_POSITIONS)}, "
-                                                     f"got {self.loss_positions!r}")
+        if isinstance(self.ops, (list, tuple)):
+            self.ops = [o.strip().upper() if isinstance(o, str) else o for o in self.ops]
 
-        _int("seed", self.seed, 0)
-        if not isinstance(self.out, str) or not self.out:
-            raise TrainConfigError("out", f"out must be a non-empty path, got {self.out!r}")
-        _int("eval_interval", self.eval_interval, 1)
-        _int("save_interval", self.save_interval, 1, optional=True)
-        _int("log_interval", self.log_interval, 1)
-        _int("eval_batch_size", self.eval_batch_size, 1)
-        _int("threads", self.threads, 1, optional=True)
-        _number("time_budget_minutes", self.time_budget_minutes, 0.0, low_open=True, optional=True)
-        if self.budget_clock not in BUDGET_CLOCKS:
-            raise TrainConfigError("budget_clock", f"budget_clock must be one of {list(BUDGET_CLOCKS)}, "
-                                                   f"got {self.budget_clock!r}")
+    def check(self) -> None:
+        from ..tasks.listops import MAX_DEPTH
+
+        if self.num_vars not in (3, 5) or isinstance(self.num_vars, bool):
+            raise ConfigError("num_vars", f"num_vars must be 3 or 5, got {self.num_vars!r}")
+        if self.depth > MAX_DEPTH:
+            raise ConfigError("depth", f"depth must be an int in 1..{MAX_DEPTH}, got {self.depth!r}")
+        if len(set(self.ops)) != len(self.ops) or not self.ops:
+            raise ConfigError("ops", f"ops must be distinct names from {list(_listops_ops())}, got {self.ops!r}")
+        for name in ("d_model", "num_layers", "num_heads", "dropout", "batch_size", "lr", "betas", "warmup_steps"):
+            if getattr(self, name) is None:
+                raise ConfigError(name, f"{name} is required, got None")
+        if self.steps is not None and self.epochs is not None:
+            raise ConfigError("steps", f"give steps or epochs, not both (steps={self.steps!r}, "
+                                       f"epochs={self.epochs!r})")
+        if self.steps is not None and self.warmup_steps >= self.steps > 1:
+            raise ConfigError("warmup_steps", f"warmup_steps must be below steps ({self.steps}), "
+                                              f"got {self.warmup_steps!r}")
+        if self.data_dir is None and self.batch_size > self.sizes[0]:
+            raise ConfigError("batch_size", f"batch_size ({self.batch_size}) is larger than the training split "
+                                            f"({self.sizes[0]} examples)")
+        check_model(self, self.model_config)
+
+    def resume_fixups(self, changes: dict) -> dict:
+        if "steps" in changes:
+            changes.setdefault("epochs", None)
+        if "epochs" in changes:
+            changes.setdefault("steps", None)
+        return changes
 
     # ------------------------------------------------------------------------------------------------
     def task_options(self) -> dict:
@@ -214,21 +191,12 @@ class TrainConfig:
             vocab, head, classes = len(CODE_EXEC_SRC_VOCAB), "token", len(CODE_EXEC_TGT_VOCAB)
         else:
             vocab, head, classes = len(LISTOPS_VOCAB), "sequence", LISTOPS_NUM_CLASSES
-        return ModelConfig(layer=self.model, vocab_size=vocab, d_model=self.d_model, num_layers=self.num_layers,
-                           num_heads=self.num_heads, dropout=float(self.dropout), head=head, num_classes=classes)
+        return ModelConfig(layer=self.model, layer_options=dict(self.layer_options), vocab_size=vocab,
+                           d_model=self.d_model, num_layers=self.num_layers, num_heads=self.num_heads,
+                           dropout=float(self.dropout), head=head, num_classes=classes)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def default_out(self) -> str:
+        option_ = f"v{self.num_vars}" if self.task == "code-exec" else f"d{self.depth}"
+        return f"runs/{self.task}-{option_}-{self.model}-s{self.seed}"
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        if not isinstance(data, dict):
-            raise ValueError(f"a train config must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown train config field(s): {', '.join(unknown)}")
-        return cls(**data)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2) + "\n"

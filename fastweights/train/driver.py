@@ -115,7 +115,8 @@ def seeded_model_and_optimizer(cfg, rank: int, device):
     model = build_model(cfg.model_config()).to(device)
     if rank > 0:
         torch.manual_seed(cfg.seed * 7919 + rank)
-    return model, torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+    return model, torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
+                                   weight_decay=cfg.weight_decay)
 
 
 def distributed(module, dist, device, **ddp_options):

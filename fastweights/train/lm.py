@@ -27,7 +27,6 @@ scored (217,646 on the validation set) and perplexity is ``exp(total NLL / N)``.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import sys
@@ -39,41 +38,34 @@ import torch
 import torch.nn as nn
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .common import config_changes, gather_from_ranks, init_distributed, read_run_config
-from .driver import (CKPT, CONFIG, BatchLoss, StepLoop, Task, distributed, seeded_model_and_optimizer,
+from .common import gather_from_ranks, init_distributed
+from .driver import (CKPT, CONFIG, BatchLoss, StepLoop, Task, distributed, release_run, seeded_model_and_optimizer,
                      start_run, write_run_config)
 from .lm_config import LMConfig, LMConfigError
+from .runs import RunError, load_config, resume_config, run_kind
 
 TASK = "lm"
-RESUMABLE_OVERRIDES = ("eval_interval", "save_interval", "log_interval", "time_budget_minutes", "eval_tokens",
-                       "eval_batch_size", "cache_dir")
 EVAL_MODES = ("window", "carry")
-
-
-class LMTrainError(RuntimeError):
-    """The run cannot go on (a NaN/inf loss or gradient): the message says why and what was kept."""
+LMTrainError = RunError
 
 
 # ------------------------------------------------------------------------------------------ config and data
 
 def is_lm_run(run_dir: str | os.PathLike) -> bool:
-    """Whether ``run_dir`` holds a language-model run (its ``config.json`` says ``"task": "lm"``)."""
+    """Whether ``run_dir`` holds a language-model run."""
     try:
-        return read_run_config(run_dir, CONFIG).get("task") == TASK
-    except (ValueError, AttributeError):
+        return run_kind(run_dir) == "lm"
+    except ValueError:
         return False
 
 
 def load_lm_config(run_dir: str | os.PathLike) -> LMConfig:
-    return LMConfig.from_dict(read_run_config(run_dir, CONFIG))
+    return load_config(run_dir, expect="lm")
 
 
 def resume_lm_config(run_dir: str | os.PathLike, overrides: dict) -> LMConfig:
-    """The saved config of ``run_dir`` with ``overrides``; only the intervals, the evaluation size, the
-    cache and the time budget may change (the cosine schedule is fixed by ``steps``)."""
-    saved = load_lm_config(run_dir)
-    changes = config_changes(saved, overrides, RESUMABLE_OVERRIDES, LMConfigError)
-    return dataclasses.replace(saved, **changes) if changes else saved
+    """The saved config of ``run_dir`` with ``overrides`` (see :func:`.runs.resume_config`)."""
+    return resume_config(run_dir, overrides)
 
 
 def load_corpus_for(cfg: LMConfig, log=None):
@@ -81,7 +73,7 @@ def load_corpus_for(cfg: LMConfig, log=None):
     from ..tasks.wikitext import WikiTextError, load_corpus
 
     try:
-        corpus = load_corpus(cfg.data_dir, cfg.train_file, cfg.cache_dir, log=log)
+        corpus = load_corpus(cfg.data_dir, cfg.train_file, cfg.cache_dir, log=log, expected_sha256=cfg.data_sha256)
     except WikiTextError as e:
         field = "train_file" if cfg.train_file and str(cfg.train_file) in str(e) else "data_dir"
         raise LMConfigError(field, str(e)) from None
@@ -215,6 +207,7 @@ def train_lm(cfg: LMConfig, resume: bool = False, progress: bool | None = None) 
     try:
         return _train(cfg, resume, progress, dist, rank, world)
     finally:
+        release_run(cfg.out)
         if dist is not None and dist.is_initialized():
             dist.destroy_process_group()
 
@@ -228,7 +221,7 @@ def _train(cfg: LMConfig, resume, progress, dist, rank, world) -> dict:
     if rank != 0:
         corpus = load_corpus_for(cfg)
     V = len(corpus.vocab)
-    cfg = dataclasses.replace(cfg, vocab_size=V, cutoffs=cfg.resolved_cutoffs(V) or [],
+    cfg = cfg.replace(vocab_size=V, cutoffs=cfg.resolved_cutoffs(V) or [],
                               data_sha256=dict(corpus.meta["sha256"]))
     streams = stream_matrix(corpus.train, cfg.batch_size)
     per_epoch = (streams.shape[1] - 1) // cfg.segment_len
@@ -364,7 +357,7 @@ def load_lm_run(run_dir: str | os.PathLike, which: str = "best", log=None):
 
     run_dir = Path(run_dir)
     cfg = load_lm_config(run_dir)
-    corpus = load_corpus_for(cfg, log=log)
+    corpus = load_corpus_for(cfg.replace(cache_dir=None), log=log)  # the user's cache root, never config.json's
     model = build_model(cfg.model_config())
     loaded = load_checkpoint(run_dir / CKPT, model, which)
     if loaded is None:

@@ -9,13 +9,13 @@ it back to its flag). A ``preset`` fills every size and optimisation field left 
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
+import typing
+from dataclasses import dataclass
 
-from .common import BUDGET_CLOCKS
-from .config import TrainConfigError, _int, _is_int, _number
+from .config import ModelRunConfig, check_model
+from .options import ConfigError, option, redeclare
 
-LMConfigError = TrainConfigError
+LMConfigError = ConfigError
 
 # The paper's full-data cutoffs for its 267,735-word vocabulary; other vocabularies get them scaled.
 PAPER_VOCAB = 267_735
@@ -45,7 +45,7 @@ def scaled_cutoffs(vocab_size: int) -> list[int] | None:
 
 
 @dataclass
-class LMConfig:
+class LMConfig(ModelRunConfig):
     """One language-model run (word-level WikiText-103).
 
     Data: ``data_dir`` (a directory with ``wiki.{train,valid,test}.tokens``), ``train_file`` (another
@@ -74,115 +74,72 @@ class LMConfig:
     ``threads``, ``time_budget_minutes`` with ``budget_clock`` (``wall`` | ``cpu``).
     """
 
-    task: str = "lm"
-    data_dir: str | None = None
-    train_file: str | None = None
-    cache_dir: str | None = None
-    vocab_size: int | None = None
-    cutoffs: list | None = None
-    data_sha256: dict | None = None
+    kind: typing.ClassVar[str] = "lm"
 
-    model: str = "deltanet"
-    preset: str = "small"
-    d_model: int | None = None
-    num_layers: int | None = None
-    num_heads: int | None = None
-    head_dim: int | None = None
-    d_ff: int | None = None
-    dropout: float | None = None
-    segment_len: int | None = None
-    batch_size: int | None = None
-    carry_state: bool = False
+    task: str = option("lm", "the task", choices=("lm",), cli=False)
+    data_dir: str | None = option(None, "directory with wiki.{train,valid,test}.tokens (required)", flag="--data",
+                                  metavar="DIR")
+    train_file: str | None = option(None, "training file to use instead of DIR/wiki.train.tokens (its words make "
+                                          "the vocabulary)", metavar="FILE")
+    cache_dir: str | None = option(None, "root of the tokenised cache (default $FASTWEIGHTS_CACHE or "
+                                         "~/.cache/fastweights)", metavar="DIR", resumable=True)
+    vocab_size: int | None = option(None, "vocabulary size (from the data)", low=2, cli=False)
+    cutoffs: list | None = option(None, "adaptive-softmax cutoffs (None: the paper's, scaled; []: full softmax)",
+                                  item=int, low=1, cli=False)
+    data_sha256: dict | None = option(None, "checksums of the data files (from the data)", cli=False)
 
-    steps: int | None = None
-    lr: float | None = None
-    min_lr: float = 0.0
-    betas: list | None = None
-    warmup_steps: int | None = None
-    grad_clip: float | None = None
+    model: str = redeclare(ModelRunConfig, "model", "deltanet")
+    preset: str = option("small", "small | medium (the paper's sizes) | tiny (for a CPU)", choices=tuple(PRESETS),
+                         metavar="small|medium|tiny")
+    d_model: int | None = redeclare(ModelRunConfig, "d_model", None, "model width (preset)")
+    num_layers: int | None = redeclare(ModelRunConfig, "num_layers", None, "blocks (preset)")
+    num_heads: int | None = redeclare(ModelRunConfig, "num_heads", None, "heads (preset)")
+    head_dim: int | None = option(None, "size of one head (preset)", low=1, high=65536)
+    d_ff: int | None = option(None, "feedforward width (preset)", low=1, high=2**20)
+    dropout: float | None = redeclare(ModelRunConfig, "dropout", None, "dropout (preset; 0.1)")
+    segment_len: int | None = option(None, "words per training segment (preset)", low=1, high=2**20)
+    batch_size: int | None = redeclare(ModelRunConfig, "batch_size", None, "streams per batch (preset)")
+    carry_state: bool = option(False, "carry the fast weights / recurrent state across consecutive segments "
+                                      "(detached)")
 
-    seed: int = 0
-    out: str = "runs/lm"
-    eval_interval: int = 500
-    eval_tokens: int | None = None
-    save_interval: int | None = None
-    log_interval: int = 50
-    eval_batch_size: int = 16
-    threads: int | None = None
-    time_budget_minutes: float | None = None
-    budget_clock: str = "wall"
+    steps: int | None = redeclare(ModelRunConfig, "steps", None, "optimizer steps; the cosine decay ends there "
+                                                                 "(preset)", resumable=False)
+    lr: float | None = redeclare(ModelRunConfig, "lr", None, "Adam peak learning rate (preset)")
+    min_lr: float = option(0.0, "learning rate at the end of the cosine", low=0, high=10)
+    betas: list | None = redeclare(ModelRunConfig, "betas", None, "Adam betas B1,B2 (default 0.9,0.999)")
+    warmup_steps: int | None = redeclare(ModelRunConfig, "warmup_steps", None, "linear warm-up steps (preset)")
+    grad_clip: float | None = redeclare(ModelRunConfig, "grad_clip", None, "max gradient norm, 0/none/off: no "
+                                                                           "clipping (preset; 0.25)")
+    eval_interval: int = redeclare(ModelRunConfig, "eval_interval", 500)
+    eval_tokens: int | None = option(None, "validate on the first N validation words during training (0: all; "
+                                           "preset)", low=0, resumable=True)
+    eval_batch_size: int = redeclare(ModelRunConfig, "eval_batch_size", 16, "windows per evaluation batch")
+    log_interval: int = redeclare(ModelRunConfig, "log_interval", 50)
 
-    def __post_init__(self):
-        from ..models import ConfigError
-
-        if self.task != "lm":
-            raise LMConfigError("task", f"task must be 'lm', got {self.task!r}")
-        for name in ("data_dir", "train_file", "cache_dir"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, str) or not v):
-                raise LMConfigError(name, f"{name} must be a non-empty path or None, got {v!r}")
-        if self.data_dir is None:
-            raise LMConfigError("data_dir", "data_dir is required (a directory with wiki.valid.tokens and "
-                                            "wiki.test.tokens), got None")
-        if self.preset not in PRESETS:
-            raise LMConfigError("preset", f"preset must be one of {list(PRESETS)}, got {self.preset!r}")
-        preset = PRESETS[self.preset]
-        for name in PRESET_FIELDS:
-            if getattr(self, name) is None:
-                setattr(self, name, preset[name])
+    def resolve(self) -> None:
+        preset = PRESETS.get(self.preset)
+        if preset is not None:
+            for name in PRESET_FIELDS:
+                if getattr(self, name) is None:
+                    setattr(self, name, preset[name])
         if self.betas is None:
             self.betas = [0.9, 0.999]
-        _int("vocab_size", self.vocab_size, 2, optional=True)
-        if self.cutoffs is not None:
-            if not isinstance(self.cutoffs, (list, tuple)) or not all(_is_int(c) and c > 0 for c in self.cutoffs):
-                raise LMConfigError("cutoffs", f"cutoffs must be a list of positive ints, got {self.cutoffs!r}")
-            self.cutoffs = list(self.cutoffs)
-        if self.data_sha256 is not None and not isinstance(self.data_sha256, dict):
-            raise LMConfigError("data_sha256", f"data_sha256 must be a dict or None, got {self.data_sha256!r}")
 
-        _int("d_model", self.d_model, 1)
-        _int("num_layers", self.num_layers, 1)
-        _int("num_heads", self.num_heads, 1)
-        _int("head_dim", self.head_dim, 1)
-        _int("d_ff", self.d_ff, 1)
-        _number("dropout", self.dropout, 0.0, 1.0)
-        _int("segment_len", self.segment_len, 1)
-        _int("batch_size", self.batch_size, 1)
-        if not isinstance(self.carry_state, bool):
-            raise LMConfigError("carry_state", f"carry_state must be a bool, got {self.carry_state!r}")
-        try:
-            self.model_config(self.vocab_size or 2)
-        except ConfigError as e:
-            name = {"layer": "model", "adaptive_softmax": "cutoffs"}.get(e.field, e.field)
-            raise LMConfigError(name, str(e).replace("layer must", "model must", 1)) from None
-
-        _int("steps", self.steps, 1)
-        _number("lr", self.lr, 0.0, low_open=True)
-        _number("min_lr", self.min_lr, 0.0)
-        if (not isinstance(self.betas, (list, tuple)) or len(self.betas) != 2
-                or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0
-                           for b in self.betas)):
-            raise LMConfigError("betas", f"betas must be two numbers in [0, 1), got {self.betas!r}")
-        self.betas = [float(b) for b in self.betas]
-        _int("warmup_steps", self.warmup_steps, 0)
+    def check(self) -> None:
+        if self.data_dir is None:
+            raise ConfigError("data_dir", "data_dir is required (a directory with wiki.valid.tokens and "
+                                          "wiki.test.tokens), got None")
+        if self.cutoffs is not None and any(a >= b for a, b in zip(self.cutoffs, self.cutoffs[1:])):
+            raise ConfigError("cutoffs", f"cutoffs must be increasing, got {self.cutoffs!r}")
         if self.warmup_steps >= self.steps:
-            raise LMConfigError("warmup_steps", f"warmup_steps must be below steps ({self.steps}), "
-                                                f"got {self.warmup_steps!r}")
-        _number("grad_clip", self.grad_clip, 0.0)
+            raise ConfigError("warmup_steps", f"warmup_steps must be below steps ({self.steps}), "
+                                              f"got {self.warmup_steps!r}")
+        if self.min_lr > self.lr:
+            raise ConfigError("min_lr", f"min_lr ({self.min_lr:g}) must not be above lr ({self.lr:g})")
+        check_model(self, lambda: self.model_config(self.vocab_size or 2))
 
-        _int("seed", self.seed, 0)
-        if not isinstance(self.out, str) or not self.out:
-            raise LMConfigError("out", f"out must be a non-empty path, got {self.out!r}")
-        _int("eval_interval", self.eval_interval, 1)
-        _int("eval_tokens", self.eval_tokens, 0)
-        _int("save_interval", self.save_interval, 1, optional=True)
-        _int("log_interval", self.log_interval, 1)
-        _int("eval_batch_size", self.eval_batch_size, 1)
-        _int("threads", self.threads, 1, optional=True)
-        _number("time_budget_minutes", self.time_budget_minutes, 0.0, low_open=True, optional=True)
-        if self.budget_clock not in BUDGET_CLOCKS:
-            raise LMConfigError("budget_clock", f"budget_clock must be one of {list(BUDGET_CLOCKS)}, "
-                                                f"got {self.budget_clock!r}")
+    def default_out(self) -> str:
+        return f"runs/lm-{self.model}-{self.preset}-s{self.seed}"
 
     # ------------------------------------------------------------------------------------------------
     def resolved_cutoffs(self, vocab_size: int) -> list[int] | None:
@@ -199,23 +156,8 @@ class LMConfig:
         if V is None:
             raise ValueError("the vocabulary size is not known before the data is read")
         options = {"window": self.segment_len} if self.model == "transformer" else {}
+        options.update(self.layer_options)
         return ModelConfig(layer=self.model, layer_options=options, vocab_size=V, d_model=self.d_model,
                            num_layers=self.num_layers, num_heads=self.num_heads, head_dim=self.head_dim,
                            d_ff=self.d_ff, dropout=float(self.dropout), head="lm", tie_embeddings=True,
                            adaptive_softmax=self.resolved_cutoffs(V))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "LMConfig":
-        if not isinstance(data, dict):
-            raise ValueError(f"an LM config must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown LM config field(s): {', '.join(unknown)}")
-        return cls(**data)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2) + "\n"

@@ -22,46 +22,30 @@ stays exact (only where a budgeted run stops depends on the machine's speed).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
 import torch
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .common import config_changes, init_distributed, read_run_config
+from .common import init_distributed
 from .config import TrainConfig, TrainConfigError
 from .data import (COUNT_KEYS, MAIN_METRIC, EncodedSplit, ResumableBatchSampler, eval_batches, make_loader,
                    objective, summarize)
-from .driver import (CKPT, CONFIG, BatchLoss, StepLoop, Task, distributed, seeded_model_and_optimizer,
+from .driver import (CKPT, CONFIG, BatchLoss, StepLoop, Task, distributed, release_run, seeded_model_and_optimizer,
                      start_run, write_run_config)
+
+from .runs import RunError, resume_config  # noqa: F401  (resume_config: the package's public name)
 
 DATA = "data"
 EVALS = "evals.json"  # kept evaluation results (see evaluate_run)
-RESUMABLE_OVERRIDES = ("steps", "epochs", "eval_interval", "save_interval", "log_interval", "time_budget_minutes")
+TrainError = RunError
 
-
-class TrainError(RuntimeError):
-    """The run cannot go on (a NaN/inf loss or gradient): the message says why and what was kept."""
-
-
-# ------------------------------------------------------------------------------------------ config
 
 def load_run_config(run_dir: str | os.PathLike) -> TrainConfig:
-    return TrainConfig.from_dict(read_run_config(run_dir, CONFIG))
+    from .runs import load_config
 
-
-def resume_config(run_dir: str | os.PathLike, overrides: dict) -> TrainConfig:
-    """The saved config of ``run_dir`` with ``overrides`` applied. Only the length, the intervals and the
-    time budget may change on resume; any other override that differs from the saved value raises
-    ``TrainConfigError``."""
-    saved = load_run_config(run_dir)
-    changes = config_changes(saved, overrides, RESUMABLE_OVERRIDES, TrainConfigError)
-    if "steps" in changes:
-        changes.setdefault("epochs", None)
-    if "epochs" in changes:
-        changes.setdefault("steps", None)
-    return dataclasses.replace(saved, **changes) if changes else saved
+    return load_config(run_dir, expect="supervised")
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -102,7 +86,7 @@ def _config_from_data(cfg: TrainConfig, meta: dict) -> TrainConfig:
     except (KeyError, TypeError, ValueError):
         pass
     try:
-        return dataclasses.replace(cfg, **keep)
+        return cfg.replace(**keep)
     except ValueError:
         return cfg
 
@@ -150,6 +134,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None) 
     try:
         return _train(cfg, resume, progress, dist, rank, world)
     finally:
+        release_run(cfg.out)
         if dist is not None and dist.is_initialized():
             dist.destroy_process_group()
 
@@ -266,10 +251,10 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "test", which: str = "
     """Metrics of a run's ``which`` checkpoint (``"best"`` validation, or ``"last"``) on ``split``.
 
     Every result is kept in ``RUN_DIR/evals.json`` under the split and the checkpoint's directory (one per
-    step, never rewritten); with ``cache`` a kept result of the same checkpoint and fastweights version is
+    step, never rewritten); with ``cache`` a kept result of the same checkpoint and the same code (its source hash) is
     returned without evaluating again (``fastweights compare --test`` uses this)."""
-    from .. import __version__
     from ..models import build_model
+    from ..provenance import source_sha256
     from .checkpoint import read_pointer, write_json_atomic
 
     run_dir = Path(run_dir)
@@ -278,7 +263,7 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "test", which: str = "
         raise ValueError(f"split must be train, valid or test, got {split!r}")
     ptr = read_pointer(run_dir / CKPT, which)
     kept = _read_evals(run_dir)
-    if cache and ptr is not None and kept.get(_eval_key(split, ptr), {}).get("version") == __version__:
+    if cache and ptr is not None and kept.get(_eval_key(split, ptr), {}).get("source") == source_sha256():
         return {**kept[_eval_key(split, ptr)]["result"], "checkpoint": which}
     model = build_model(cfg.model_config())
     loaded = load_checkpoint(run_dir / CKPT, model, which)
@@ -290,7 +275,7 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "test", which: str = "
     metrics = evaluate(model, data, cfg.eval_batch_size, torch.device("cpu"), cfg.loss_positions)
     result = {"run_dir": str(run_dir), "task": cfg.task, "model": cfg.model, "options": cfg.task_options(),
               "split": split, "checkpoint": which, "step": ptr["step"], "examples": len(data), **metrics}
-    kept[_eval_key(split, ptr)] = {"version": __version__, "result": result}
+    kept[_eval_key(split, ptr)] = {"source": source_sha256(), "result": result}
     try:
         write_json_atomic(run_dir / EVALS, kept)
     except OSError:

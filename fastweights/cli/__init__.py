@@ -1,0 +1,45 @@
+"""The ``fastweights`` command line. Thin: parses flags and calls into the library.
+
+* :mod:`.train`: ``train KIND`` for every run kind, every flag generated from the kind's declared config fields
+  (:mod:`fastweights.train.options`), and ``migrate``;
+* :mod:`.tools`, :mod:`.lm_tools`, :mod:`.rl_tools`: ``bench``, ``models``, ``data``, ``compare``, ``eval``,
+  ``generate``;
+* :mod:`.args`: the number syntax, bounds and output-path checks every command shares, and the flag generator.
+
+Every error a user can cause is one line on stderr (``fastweights: error: ...``) and exit code 2; a run that
+cannot go on exits 1; a run stopped by SIGINT or SIGTERM exits 130 or 143 after saving.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def build_parser():
+    from .args import Parser
+    from .tools import add_tool_commands
+    from .train import add_migrate_command, add_train_commands
+
+    parser = Parser(prog="fastweights", description="Fast Weight Programmers for PyTorch.")
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    add_train_commands(sub)
+    add_tool_commands(sub)
+    add_migrate_command(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as e:
+        print(f"fastweights: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fastweights: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""``python -m fastweights.cli`` (what ``torchrun ... -m fastweights.cli train ...`` runs)."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

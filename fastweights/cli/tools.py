@@ -1,0 +1,384 @@
+"""The ``fastweights`` command line. Thin: parses flags and calls into the library."""
+
+from __future__ import annotations
+
+import sys
+
+
+def _bench_ops(args) -> int:
+    import torch
+    from rich.console import Console
+
+    from ..bench.ops import (DEFAULT_SHAPES, environment, plot_rows, render_markdown, render_table,
+                            run_benchmark, write_json)
+
+    dtypes = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
+    shapes = args.shapes or list(DEFAULT_SHAPES)
+    op_names = args.ops
+    console = Console(stderr=True)
+    rows = run_benchmark(op_names, shapes=shapes, repeats=args.repeats, threads=args.threads,
+                         dtype=dtypes[args.dtype], with_reference=not args.no_reference,
+                         with_memory=not args.no_memory, progress=lambda m: console.log(m))
+    env = environment(args.threads)
+    title = (f"fast-weight ops, forward+backward, {args.dtype}, {args.threads} threads, "
+             f"median of {args.repeats} (torch {env['torch']})")
+    out = Console() if sys.stdout.isatty() else Console(width=160)  # no wrapping in logs and pipes
+    out.print(render_table(rows, title))
+    if args.json:
+        write_json(args.json, rows, env)
+        console.log(f"wrote {args.json}")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(render_markdown(rows))
+        console.log(f"wrote {args.markdown}")
+    if args.plot:
+        plot_rows(rows, args.plot, title)
+        console.log(f"wrote {args.plot}")
+    return 0
+
+
+def _bench_plot(args) -> int:
+    from ..bench.ops import plot_rows, read_json
+
+    rows, env = read_json(args.results)
+    plot_rows(rows, args.out, f"fast-weight ops, forward+backward, {env.get('threads', '?')} threads "
+                              f"(torch {env.get('torch', '?')})")
+    print(f"wrote {args.out}")
+    return 0
+
+
+_CONFIG_FLAGS = {"d_model": "--d-model", "num_layers": "--layers", "num_heads": "--heads", "head_dim": "--head-dim",
+                 "d_ff": "--d-ff", "vocab_size": "--vocab", "adaptive_softmax": "--adaptive-softmax",
+                 "head": "--head", "num_classes": "--num-classes", "pos_encoding": "--pos-encoding"}
+
+
+def _emit_json(target: str, payload) -> None:
+    import json
+
+    text = json.dumps(payload, indent=2)
+    if target == "-":
+        print(text)
+    else:
+        with open(target, "w") as f:
+            f.write(text + "\n")
+
+
+def _models(args) -> int:
+    from rich.console import Console
+
+    from ..models import ConfigError
+    from ..models.summary import layer_options, parameter_counts, render_table
+
+    if args.options:
+        rows = layer_options()
+        if args.json:
+            _emit_json(args.json, {"layer_options": rows})
+            if args.json == "-":
+                return 0
+        for row in rows:
+            opts = ", ".join(f"{k}={v!r}" for k, v in row["options"].items()) or "(none)"
+            print(f"{row['layer']:<12} {opts}")
+        return 0
+    num_classes = None if args.head == "lm" and args.num_classes is None else (args.num_classes or 10)
+    fields = dict(vocab_size=args.vocab, d_model=args.d_model, num_layers=args.layers, num_heads=args.heads,
+                  head_dim=args.head_dim, d_ff=args.d_ff, head=args.head, num_classes=num_classes,
+                  tie_embeddings=not args.no_tie, adaptive_softmax=args.adaptive_softmax)
+    try:
+        rows = parameter_counts(**fields)
+    except ConfigError as e:
+        flag = _CONFIG_FLAGS.get(e.field)
+        raise ValueError(f"{flag}: {e}" if flag else str(e)) from None
+    if args.json:
+        _emit_json(args.json, {"config": fields, "rows": rows})
+        if args.json == "-":
+            return 0
+    asm = f", adaptive softmax {args.adaptive_softmax}" if args.adaptive_softmax else ""
+    tie = ", untied" if args.no_tie else ", tied" if args.head == "lm" else ""
+    hd = args.head_dim or (args.d_model // args.heads)
+    title = (f"parameters: d_model {args.d_model}, {args.layers} layers, {args.heads} heads x {hd}, "
+             f"FF {args.d_ff or 4 * args.d_model}, vocab {args.vocab:,}, head {args.head}{asm}{tie}")
+    out = Console() if sys.stdout.isatty() else Console(width=160)
+    out.print(title)
+    out.print(render_table(rows, None))
+    return 0
+
+
+def _bench_step(args) -> int:
+    from rich.console import Console
+
+    from ..bench.step import render_table, step_benchmark
+
+    console = Console(stderr=True)
+    rows = []
+    for name in args.layer:
+        console.log(f"stepping {name} through {args.tokens} tokens")
+        rows.append(step_benchmark(name, tokens=args.tokens, d_model=args.d_model, num_layers=args.layers,
+                                   num_heads=args.heads, threads=args.threads))
+    if args.json:
+        _emit_json(args.json, {"rows": rows})
+        if args.json == "-":
+            return 0
+    title = (f"one token at a time, no_grad: {args.layers} layers, d_model {args.d_model}, {args.heads} heads, "
+             f"{args.threads} thread(s)")
+    out = Console() if sys.stdout.isatty() else Console(width=160)
+    out.print(title)
+    out.print(render_table(rows, None))
+    return 0
+
+
+def _layer_list(text: str) -> list[str]:
+    from ..layers import layer_names
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in layer_names()]
+    if not names or bad:
+        raise ValueError(f"--layer: must be comma-separated names from {layer_names()}, got {text!r}")
+    return names
+
+
+def _cutoffs(text: str) -> list[int]:
+    try:
+        cut = [int(c) for c in text.split(",")]
+    except ValueError:
+        cut = None
+    if not cut or any(c < 1 for c in cut) or any(a >= b for a, b in zip(cut, cut[1:])):
+        raise ValueError(f"--adaptive-softmax: must be increasing positive integers separated by commas, "
+                         f"got {text!r}")
+    return cut
+
+
+def _data(args) -> int:
+    import time
+
+    from rich.console import Console
+
+    from ..tasks import make_splits, write_splits
+
+    opts = {"num_vars": args.vars, "length": args.length} if args.task == "code-exec" else \
+        {"depth": args.depth, "ops": args.ops}
+    start = time.perf_counter()
+    splits = make_splits(args.task, sizes=args.sizes, seed=args.seed, **opts)
+    try:
+        write_splits(args.out, splits)
+    except OSError as e:
+        raise ValueError(f"--out: cannot write to {args.out}: {e.strerror or e}") from None
+    sizes = "/".join(str(len(splits[s])) for s in ("train", "valid", "test"))
+    Console(stderr=True).log(f"wrote {args.task} train/valid/test {sizes} to {args.out} "
+                             f"in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _listops_ops(text: str) -> list[str]:
+    from ..tasks.listops import ALL_OPS
+
+    ops = [o.strip().upper() for o in text.split(",") if o.strip()]
+    if not ops or any(o not in ALL_OPS for o in ops) or len(set(ops)) != len(ops):
+        raise ValueError(f"--ops: must be distinct comma-separated names from {','.join(ALL_OPS)}, got {text!r}")
+    return ops
+
+
+# ---- compare / eval -------------------------------------------------------------------------------------
+
+def _compare(args) -> int:
+    import json
+
+    from ..train.compare import load_run, markdown_table, plot_runs, summarize_run
+
+    runs = [load_run(d) for d in args.run_dirs]
+    rows = [summarize_run(r, args.metric, test=args.test) for r in runs]
+    table = markdown_table(rows)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(table, end="")
+    if args.markdown:
+        open(args.markdown, "w", encoding="utf-8").write(table)
+    if args.plot:
+        plot_runs(runs, args.plot, args.metric, title=args.title)
+    return 0
+
+
+def _eval(args) -> int:
+    import json
+
+    from ..train import evaluate_run
+    from ..train.runs import run_kind
+    from .lm_tools import LM_EVAL_FLAGS, eval_lm_command
+    from .rl_tools import RL_EVAL_FLAGS, eval_command
+
+    kind = run_kind(args.run_dir)
+    own = {"lm": LM_EVAL_FLAGS, "rl": RL_EVAL_FLAGS, "supervised": {}}[kind]
+    for flags in (LM_EVAL_FLAGS, RL_EVAL_FLAGS):
+        for field, flag in flags.items():
+            if flags is not own and field not in own and getattr(args, field, None) not in (None, False):
+                what = "language-model" if flags is LM_EVAL_FLAGS else "RL"
+                raise ValueError(f"{flag}: applies to {what} runs only; {args.run_dir} is "
+                                 f"{'an algorithmic-task' if kind == 'supervised' else 'a language-model' if kind == 'lm' else 'an RL'} run")
+    if kind == "rl":
+        return eval_command(args)
+    if kind == "lm":
+        return eval_lm_command(args)
+    result = evaluate_run(args.run_dir, split=args.split, which=args.checkpoint)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{result['task']} {result['options']}, model {result['model']}, {result['checkpoint']} checkpoint "
+          f"(step {result['step']}), {result['split']} split ({result['examples']} examples):")
+    keys = ("print_acc", "seq_acc") if result["task"] == "code-exec" else ("acc",)
+    for k in keys:
+        print(f"  {k:<10} {100 * result[k]:.2f}%")
+    print(f"  {'loss':<10} {result['loss']:.4f}")
+    return 0
+
+
+def add_tool_commands(sub) -> None:
+    """``bench``, ``models``, ``data``, ``compare``, ``eval`` and ``generate``."""
+    from . import lm_tools
+    from .args import number, output_dir, output_path, run_dir, threads
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench_sub = bench.add_subparsers(dest="target", required=True)
+    bops = bench_sub.add_parser("ops", help="every op x impl x shape, forward+backward, vs reference and SDPA")
+    bops.add_argument("--ops", type=_op_list, help="comma-separated op names (default: all)")
+    bops.add_argument("--shapes", type=_shape_list,
+                      help="semicolon-separated BxHxTxD shapes (default: 16x8x256x16;8x8x512x32;4x4x1024x64)")
+    bops.add_argument("--repeats", type=number("--repeats", low=1, high=10_000), default=5,
+                      help="timed runs per case (median)")
+    bops.add_argument("--threads", type=threads(), default=2, help="torch/numba threads")
+    bops.add_argument("--dtype", choices=["float32", "float64", "bfloat16"], default="float32")
+    bops.add_argument("--no-reference", action="store_true", help="skip the (slow) step-loop references")
+    bops.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    bops.add_argument("--json", metavar="PATH", type=output_path("--json"), help="also write the rows as JSON")
+    bops.add_argument("--markdown", metavar="PATH", type=output_path("--markdown"),
+                      help="also write the table as markdown")
+    bops.add_argument("--plot", metavar="PNG", type=output_path("--plot"),
+                      help="also draw the timings (one panel per shape)")
+    bops.set_defaults(func=_bench_ops)
+    bplot = bench_sub.add_parser("plot", help="draw the timings of a 'bench ops --json' file")
+    bplot.add_argument("results", metavar="JSON", help="a file written by 'fastweights bench ops --json'")
+    bplot.add_argument("--out", required=True, metavar="PNG", type=output_path("--out"),
+                       help="where to write the picture")
+    bplot.set_defaults(func=_bench_plot)
+
+    bstep = bench_sub.add_parser("step", help="RSS and per-token latency of stepping a model one token at a time")
+    bstep.add_argument("--layer", type=_layer_list, default=["deltanet", "transformer"],
+                       help="comma-separated layer names (default: deltanet,transformer)")
+    bstep.add_argument("--tokens", type=number("--tokens", low=73, high=10**7), default=4096,
+                       help="tokens to step through")
+    bstep.add_argument("--d-model", type=number("--d-model", low=1, high=65536), default=128)
+    bstep.add_argument("--layers", type=number("--layers", low=1, high=1024), default=2)
+    bstep.add_argument("--heads", type=number("--heads", low=1, high=4096), default=4)
+    bstep.add_argument("--threads", type=threads(), default=1, help="torch threads")
+    bstep.add_argument("--json", nargs="?", const="-", metavar="PATH", type=output_path("--json"),
+                       help="write the rows as JSON to PATH (bare --json: to stdout, instead of the table)")
+    bstep.set_defaults(func=_bench_step)
+    lm_tools.add_bench_generate(bench_sub)
+
+    models = sub.add_parser("models", help="every layer name with its model's parameter count at one size")
+    models.add_argument("--d-model", type=number("--d-model", low=1, high=65536), default=128)
+    models.add_argument("--layers", type=number("--layers", low=1, high=1024), default=2, help="number of blocks")
+    models.add_argument("--heads", type=number("--heads", low=1, high=4096), default=4)
+    models.add_argument("--head-dim", type=number("--head-dim", low=1, high=65536), default=None,
+                        help="size of one head (default d_model / heads)")
+    models.add_argument("--d-ff", type=number("--d-ff", low=1, high=2**20), default=None,
+                        help="feedforward width (default 4 x d_model)")
+    models.add_argument("--vocab", type=number("--vocab", low=1, high=10**7), default=1000, help="vocabulary size")
+    models.add_argument("--adaptive-softmax", type=_cutoffs, default=None, metavar="CUTOFFS",
+                        help="adaptive-softmax cutoffs, e.g. 20000,40000,200000 (lm head)")
+    models.add_argument("--head", choices=["lm", "token", "sequence"], default="lm")
+    models.add_argument("--num-classes", type=number("--num-classes", low=1, high=10**7), default=None,
+                        help="classes of the token/sequence heads (default 10)")
+    models.add_argument("--no-tie", action="store_true", help="untie the lm head's input and output word weights")
+    models.add_argument("--options", action="store_true",
+                        help="list every layer's options (what 'train --layer-opt NAME=VALUE' sets) with defaults")
+    models.add_argument("--json", nargs="?", const="-", metavar="PATH", type=output_path("--json"),
+                        help="write the rows as JSON to PATH (bare --json: to stdout, instead of the table)")
+    models.set_defaults(func=_models)
+
+    data = sub.add_parser("data", help="generate train/valid/test splits of an algorithmic task as text files")
+    data_sub = data.add_subparsers(dest="task", required=True)
+    for name, help_ in (("code-exec", "code execution programs (src<TAB>tgt per line)"),
+                        ("listops", "sequential ListOps at an exact depth (tokens<TAB>label per line)")):
+        d = data_sub.add_parser(name, help=help_)
+        d.add_argument("--out", required=True, metavar="DIR", type=output_dir("--out"),
+                       help="output directory (created)")
+        d.add_argument("--seed", type=number("--seed", low=0, high=2**32 - 1), default=0)
+        d.add_argument("--sizes", type=_sizes, default=(10000, 1000, 1000), metavar="TRAIN,VALID,TEST",
+                       help="examples per split (default 10000,1000,1000)")
+        if name == "code-exec":
+            d.add_argument("--vars", type=_num_vars, default=5, help="number of variables, 3 or 5 (default 5)")
+            d.add_argument("--length", type=number("--length", low=2, high=100_000), default=100,
+                           help="statements per program (default 100)")
+        else:
+            d.add_argument("--depth", type=_depth, default=10, help="exact maximum bracket nesting (default 10)")
+            d.add_argument("--ops", type=_listops_ops, default=["MIN", "MAX", "FIRST"],
+                           help="comma-separated operators from MIN,MAX,FIRST,MED,SM (default MIN,MAX,FIRST)")
+        d.set_defaults(func=_data)
+    lm_tools.add_data_wikitext(data_sub)
+
+    cmp_ = sub.add_parser("compare", help="one table row and one validation curve per run, on one time axis")
+    cmp_.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", type=run_dir)
+    cmp_.add_argument("--metric", default=None, help="validation metric (default: the task's main one)")
+    cmp_.add_argument("--test", action="store_true", help="also score each run's best checkpoint on the test split "
+                                                          "(kept in RUN_DIR/evals.json and reused)")
+    cmp_.add_argument("--plot", metavar="PNG", type=output_path("--plot"), help="write the curves here")
+    cmp_.add_argument("--title", default=None, help="title of the plot")
+    cmp_.add_argument("--markdown", metavar="MD", type=output_path("--markdown"), help="write the table here")
+    cmp_.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
+    cmp_.set_defaults(func=_compare)
+
+    ev = sub.add_parser("eval", help="test-split metrics of a training run's best-validation checkpoint")
+    ev.add_argument("run_dir", metavar="RUN_DIR", type=run_dir)
+    ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    ev.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    ev.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    lm_tools.add_eval_lm_flags(ev)
+    from .rl_tools import add_eval_flags
+
+    add_eval_flags(ev)
+    ev.set_defaults(func=_eval)
+    lm_tools.add_generate(sub)
+
+
+def _op_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if not text.strip() or any(not n for n in names):
+        raise ValueError(f"--ops: expected comma-separated op names, got {text!r}")
+    return names
+
+
+def _shape_list(text: str) -> list:
+    from ..bench.ops import parse_shape
+
+    parts = [p.strip() for p in text.split(";")]
+    if not text.strip() or any(not p for p in parts):
+        raise ValueError(f"--shapes: expected semicolon-separated BxHxTxD shapes, got {text!r}")
+    try:
+        return [parse_shape(p) for p in parts]
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"--shapes: {e}") from None
+
+
+def _sizes(text: str) -> tuple[int, int, int]:
+    from .args import number_list
+
+    sizes = number_list("--sizes", low=0, high=10**8, length=3)(text)
+    if sum(sizes) == 0:
+        raise ValueError(f"--sizes: at least one split must have examples, got {text!r}")
+    return tuple(sizes)
+
+
+def _num_vars(text: str) -> int:
+    from .args import number
+
+    value = number("--vars")(text)
+    if value not in (3, 5):
+        raise ValueError(f"--vars: must be 3 or 5, got {text!r}")
+    return value
+
+
+def _depth(text: str) -> int:
+    from ..tasks.listops import MAX_DEPTH
+    from .args import number
+
+    return number("--depth", low=1, high=MAX_DEPTH)(text)
