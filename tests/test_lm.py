@@ -149,11 +149,11 @@ def test_download_unpacks_and_verifies_an_archive(corpus_dir, tmp_path):
     with zipfile.ZipFile(archive, "w") as z:
         for name in wt.SPLIT_FILES.values():
             z.write(corpus_dir / name, f"wikitext-103/{name}")
-    sums = {n: wt.sha256_file(corpus_dir / n) for n in ("wiki.valid.tokens", "wiki.test.tokens")}
+    sums = {n: wt.sha256_file(corpus_dir / n) for n in wt.SPLIT_FILES.values()}  # every file is verified
     got = wt.download(tmp_path / "ok", url=archive.as_uri(), expected_sha256=sums)
     assert got["wiki.valid.tokens"] == sums["wiki.valid.tokens"]
     assert (tmp_path / "ok" / "wiki.train.tokens").read_bytes() == (corpus_dir / "wiki.train.tokens").read_bytes()
-    with pytest.raises(wt.WikiTextError, match="SHA-256"):  # the official checksums do not fit this archive
+    with pytest.raises(wt.WikiTextError, match="SHA-"):  # the official checksums do not fit this archive
         wt.download(tmp_path / "bad", url=archive.as_uri())
     assert not list((tmp_path / "bad").iterdir())
 
