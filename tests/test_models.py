@@ -163,6 +163,64 @@ def test_gradient_through_state_within_segment_none_across_detach(layer):
     assert torch.autograd.grad(out.sum(), m.blocks[0].mixer.parameters().__next__())[0] is not None
 
 
+# ---- the block stack, shared with the RL cores ------------------------------------------------------
+def _stack(**fields):
+    from fastweights.models import BlockStack
+
+    torch.manual_seed(0)
+    return BlockStack(**{"layer": "rdn", "d_model": 8, "num_layers": 2, "num_heads": 2, **fields}).double()
+
+
+def test_block_stack_is_the_trunk_of_the_models_and_of_the_rl_cores():
+    from fastweights.models import BlockStack
+    from fastweights.models.agent import Agent
+
+    m = model_for("deltanet", head_dim=4, d_ff=24, layer_options={"feature_map": "dpfp"})
+    assert isinstance(m.blocks, BlockStack) and len(m.blocks) == L and m.blocks[0].ff[0].out_features == 24
+    assert m.blocks[0].mixer.head_dim == 4
+    ids = ids_for()
+    y, layer_states = m.blocks(m.embed(ids))
+    h, state = m.hidden(ids)
+    assert torch.equal(h, m.norm(y)) and len(state["layers"]) == len(layer_states) == L
+    core = Agent((4,), 2, encoder="mlp", core="deltanet", features=8, core_dim=16, core_ff=32,
+                 layer_options={"feature_map": "dpfp"}).core
+    assert isinstance(core.blocks, BlockStack) and core.blocks[1].ff[0].out_features == 32
+    assert core.blocks[0].mixer.feature_dim == 2 * 16 // 4  # DPFP (nu 1) doubles the head size
+    assert not [k for k in core.state_dict() if not k.startswith(("proj.", "blocks.", "norm."))]
+    with pytest.raises(ValueError, match="layer_options"):
+        Agent((4,), 2, encoder="mlp", core="ff", features=8, layer_options={"feature_map": "dpfp"})
+
+
+def test_block_stack_steps_carry_and_done_resets():
+    stack = _stack()
+    x1, x2 = torch.randn(3, 5, 8, dtype=torch.float64), torch.randn(3, 4, 8, dtype=torch.float64)
+    whole, s1 = stack(x1)
+    state, steps = None, []
+    for t in range(5):  # one step at a time, carrying the state
+        y, state = stack(x1[:, t:t + 1], state)
+        steps.append(y)
+    torch.testing.assert_close(torch.cat(steps, 1), whole, rtol=1e-6, atol=1e-9)
+    done = torch.tensor([True, False, True])
+    out, _ = stack(x2, s1, done)
+    fresh, carried = stack(x2)[0], stack(x2, s1)[0]
+    assert torch.equal(out[done], fresh[done]) and torch.equal(out[~done], carried[~done])
+    with pytest.raises(ValueError, match="one entry per block"):
+        stack(x2, s1[:1])
+
+
+@pytest.mark.parametrize("field,value,shown", [
+    ("layer", "nope", "layer name must be one of"), ("d_model", 2.5, "d_model must be a positive int, got 2.5"),
+    ("num_layers", 0, "num_layers must be a positive int, got 0"), ("num_heads", 3, "num_heads (3)"),
+    ("d_ff", 0, "d_ff must be a positive int, got 0"), ("dropout", 1.0, "dropout must be a number in [0, 1), got 1.0"),
+    ("layer_options", ["window"], "layer_options must be a dict or None, got ['window']"),
+    ("layer_options", {"windoww": 3}, "no option 'windoww' (given windoww=3)"),
+])
+def test_block_stack_bad_value_names_it(field, value, shown):
+    with pytest.raises(ValueError) as e:
+        _stack(**{field: value})
+    assert shown in str(e.value) and len(str(e.value).splitlines()) == 1
+
+
 # ---- generation -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("layer,asm", [("deltanet", None), ("transformer", None), ("rdn", [5, 12])],
                          ids=["deltanet", "transformer", "rdn-adaptive"])

@@ -9,8 +9,9 @@ and baseline heads (Espeholt et al. 2018; the fast-weight cores of Irie et al. 2
 * Core input: the encoder's features and the clipped reward of the last step (256 + 1 = 257).
 * Cores: ``lstm`` (a projection 257 -> 256, then the registry's LSTM layer of width 256, forget-gate
   bias 1, the baseline), any fast-weight layer name (``rdn``, ``delta-rnn``, ``deltanet``, ``lt``, ...: a projection
-  257 -> 128, then 2 pre-LN blocks of (FWP layer, 4 heads x 32) + FF 512, then LN), and ``ff`` (two ReLU
-  layers, no state: the memoryless control).
+  257 -> 128, then 2 pre-LN blocks of (FWP layer, 4 heads x 32) + FF 512, the sequence models'
+  :class:`~fastweights.models.blocks.BlockStack`, then LN), and ``ff`` (two ReLU layers, no state: the
+  memoryless control). ``layer_options`` go to the core's layer (e.g. the DeltaNet's ``feature_map``).
 
 ``agent.step(obs, reward, first, state)`` runs one step ``[B, ...]`` (the actors);
 ``agent.unroll(obs, reward, first, state)`` runs ``[T, B, ...]`` with gradients through the whole
@@ -26,8 +27,7 @@ import torch.nn.functional as F
 
 from ..layers import build_layer, layer_names
 from ..layers.state import map_state, reset_state
-from .config import ModelConfig
-from .model import Block
+from .blocks import BlockStack
 
 ENCODERS = ("deep", "shallow", "mlp")
 INITS = ("torch", "orthogonal")
@@ -106,18 +106,21 @@ class MLPEncoder(nn.Module):
 # ------------------------------------------------------------------------------------------ cores
 
 class Core(nn.Module):
-    """``core(x [B, T, in_dim], state) -> (y [B, T, out_dim], state)``; a zero state is a fresh start."""
+    """``core(x [B, T, in_dim], state, done=None) -> (y [B, T, out_dim], state)``; a zero state is a fresh
+    start, and ``done`` ([B] bool) resets those rows before this call."""
 
     def __init__(self, name: str, in_dim: int, d_model: int | None = None, num_layers: int = 2,
-                 num_heads: int = 4, d_ff: int | None = None):
+                 num_heads: int = 4, d_ff: int | None = None, layer_options: dict | None = None):
         super().__init__()
         if name not in core_names():
             raise ValueError(f"core must be one of {core_names()}, got {name!r}")
+        if name == FEEDFORWARD_CORE and layer_options:
+            raise ValueError(f"layer_options: core {name!r} has no layer to take them, got {layer_options!r}")
         self.name = name
         if name == "lstm":
             d_model = d_model or 256
             self.proj = nn.Linear(in_dim, d_model)
-            self.lstm = build_layer("lstm", d_model=d_model, num_heads=1)
+            self.lstm = build_layer("lstm", d_model=d_model, num_heads=1, **(layer_options or {}))
             with torch.no_grad():  # forget-gate bias 1 (Jozefowicz et al. 2015): remember by default
                 self.lstm.lstm.bias_ih_l0[d_model:2 * d_model].fill_(1.0)
                 self.lstm.lstm.bias_hh_l0[d_model:2 * d_model].zero_()
@@ -127,25 +130,21 @@ class Core(nn.Module):
             self.hidden = nn.Linear(d_model, d_model)
         else:
             d_model = d_model or 128
-            cfg = ModelConfig(layer=name, d_model=d_model, num_layers=num_layers, num_heads=num_heads,
-                              d_ff=d_ff or 4 * d_model, head="lm", vocab_size=1)
             self.proj = nn.Linear(in_dim, d_model)
-            self.blocks = nn.ModuleList(Block(cfg) for _ in range(num_layers))
+            self.blocks = BlockStack(name, d_model, num_layers, num_heads, d_ff, layer_options=layer_options)
             self.norm = nn.LayerNorm(d_model)
         self.out_dim = d_model
 
-    def forward(self, x, state=None):
+    def forward(self, x, state=None, done=None):
         if self.name == FEEDFORWARD_CORE:
             return F.relu(self.hidden(F.relu(self.proj(x)))), ()
+        if done is not None:
+            state = reset_state(state, done)
         x = self.proj(x)
         if self.name == "lstm":
             return self.lstm(x, state)
-        states = [None] * len(self.blocks) if state is None else list(state)
-        new = []
-        for block, s in zip(self.blocks, states):
-            x, s = block(x, s)
-            new.append(s)
-        return self.norm(x), tuple(new)
+        x, state = self.blocks(x, state)
+        return self.norm(x), state
 
 
 # ------------------------------------------------------------------------------------------ agent
@@ -155,7 +154,7 @@ class Agent(nn.Module):
 
     def __init__(self, obs_shape: tuple, num_actions: int, encoder: str = "deep", core: str = "rdn",
                  features: int = 256, core_dim: int | None = None, core_layers: int = 2, core_heads: int = 4,
-                 core_ff: int | None = None, init: str = "torch"):
+                 core_ff: int | None = None, init: str = "torch", layer_options: dict | None = None):
         super().__init__()
         if init not in INITS:
             raise ValueError(f"init must be one of {list(INITS)}, got {init!r}")
@@ -171,7 +170,7 @@ class Agent(nn.Module):
                 raise ValueError(f"encoder {encoder!r} needs [C, 84, 84] frames, got shape {self.obs_shape}")
             cls = ImpalaEncoder if encoder == "deep" else NatureEncoder
             self.encoder = cls(self.obs_shape[0], features)
-        self.core = Core(core, features + 1, core_dim, core_layers, core_heads, core_ff)
+        self.core = Core(core, features + 1, core_dim, core_layers, core_heads, core_ff, layer_options)
         self.policy = nn.Linear(self.core.out_dim, num_actions)
         self.baseline = nn.Linear(self.core.out_dim, 1)
         if init == "orthogonal":
@@ -208,7 +207,7 @@ class Agent(nn.Module):
         """One step of a batch: obs ``[B, ...]``, reward ``[B]`` (clipped reward of the last step), first
         ``[B]`` bool -> ``(logits [B, A], value [B], new_state)``."""
         x = self._core_input(obs, reward)[:, None]  # [B, 1, in]
-        y, state = self.core(x, reset_state(state, first))
+        y, state = self.core(x, state, done=first)
         y = y[:, 0]
         return self.policy(y), self.baseline(y).squeeze(-1), state
 
@@ -224,8 +223,7 @@ class Agent(nn.Module):
         cuts = [0] + [t for t in range(1, T) if bool(first[t].any())] + [T]
         outs = []
         for a, b in zip(cuts[:-1], cuts[1:]):
-            state = reset_state(state, first[a])
-            y, state = self.core(x[:, a:b], state)
+            y, state = self.core(x[:, a:b], state, done=first[a])
             outs.append(y)
         y = torch.cat(outs, dim=1).transpose(0, 1)  # [T, B, out]
         return self.policy(y), self.baseline(y).squeeze(-1), state

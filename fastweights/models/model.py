@@ -1,7 +1,8 @@
 """The model: embedding -> pre-LN blocks (mixer + ReLU feedforward) -> final LN -> head.
 
-Read top to bottom: positions, the block, the embedding/LM-head pair (plain or adaptive softmax, tied or
-not), then :class:`FWPModel` with its heads, state handling and generation.
+Read top to bottom: positions, the embedding/LM-head pair (plain or adaptive softmax, tied or not),
+then :class:`FWPModel` with its heads, state handling and generation. The blocks are
+:class:`~fastweights.models.blocks.BlockStack`, shared with the RL cores.
 
 State of a model: ``{"pos": [B] long (tokens seen per row), "layers": (state of block 0, ...)}``.
 Every tensor has the batch first and a zero row is a fresh start, so ``done`` masks and
@@ -16,8 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import build_layer
 from ..layers.state import detach_state, reset_state
+from .blocks import BlockStack
 from .config import ModelConfig
 
 
@@ -27,27 +28,6 @@ def sinusoidal_positions(pos: torch.Tensor, d_model: int, dtype: torch.dtype) ->
     inv_freq = torch.exp(torch.arange(half, device=pos.device, dtype=torch.float64) * (-math.log(10000.0) / half))
     angles = pos.to(torch.float64)[..., None] * inv_freq  # [B, T, half]
     return torch.cat([angles.sin(), angles.cos()], dim=-1)[..., :d_model].to(dtype)
-
-
-class Block(nn.Module):
-    """``x + Dropout(mixer(LN(x)))``, then ``x + Dropout(FF(LN(x)))`` with ``FF = W2 ReLU(W1 ·)``."""
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        options = dict(cfg.layer_options)
-        if cfg.head_dim is not None:
-            options["head_dim"] = cfg.head_dim
-        self.norm1 = nn.LayerNorm(cfg.d_model)
-        self.mixer = build_layer(cfg.layer, d_model=cfg.d_model, num_heads=cfg.num_heads, **options)
-        self.norm2 = nn.LayerNorm(cfg.d_model)
-        self.ff = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.ReLU(), nn.Linear(cfg.d_ff, cfg.d_model))
-        self.drop = nn.Dropout(cfg.dropout)
-
-    def forward(self, x, state=None):
-        y, state = self.mixer(self.norm1(x), state)  # [B, T, d_model]
-        x = x + self.drop(y)
-        x = x + self.drop(self.ff(self.norm2(x)))
-        return x, state
 
 
 class WordEmbedding(nn.Module):
@@ -124,7 +104,8 @@ class FWPModel(nn.Module):
         tie_asm = self.asm if (self.asm is not None and cfg.tie_embeddings) else None
         self.embed = WordEmbedding(V, d, tie_asm)
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.blocks = BlockStack(cfg.layer, d, cfg.num_layers, cfg.num_heads, cfg.d_ff, cfg.dropout, cfg.head_dim,
+                                 cfg.layer_options)
         self.norm = nn.LayerNorm(d)
         if cfg.head == "lm" and self.asm is None:
             self.lm_head = nn.Linear(d, V, bias=False)
@@ -149,8 +130,6 @@ class FWPModel(nn.Module):
     # ---- trunk -------------------------------------------------------------------------------------
     def hidden(self, ids: torch.Tensor, state=None, done=None):
         """Runs the trunk: ``-> (features [B, T, d_model] after the final LN, new_state)``."""
-        if state is not None and done is not None:
-            state = reset_state(state, done)
         if ids.is_floating_point():
             if ids.dim() != 3 or ids.shape[-1] != self.cfg.d_model:
                 raise ValueError(f"float inputs must be [B, T, d_model={self.cfg.d_model}], "
@@ -165,18 +144,15 @@ class FWPModel(nn.Module):
             x = self.embed(ids)  # [B, T, d_model]
         B, T = x.shape[:2]
         if state is None:
-            pos = torch.zeros(B, dtype=torch.long, device=x.device)
-            layer_states = [None] * len(self.blocks)
+            pos, layer_states = torch.zeros(B, dtype=torch.long, device=x.device), None
         else:
-            pos, layer_states = state["pos"], list(state["layers"])
+            pos, layer_states = state["pos"], state["layers"]
+            if done is not None:
+                pos = reset_state(pos, done)
         if self.cfg.pos_encoding == "sinusoidal":
             x = x + sinusoidal_positions(pos[:, None] + torch.arange(T, device=x.device), self.cfg.d_model, x.dtype)
-        x = self.drop(x)
-        new_states = []
-        for block, s in zip(self.blocks, layer_states):
-            x, s = block(x, s)
-            new_states.append(s)
-        return self.norm(x), {"pos": pos + T, "layers": tuple(new_states)}
+        x, layer_states = self.blocks(self.drop(x), layer_states, done)
+        return self.norm(x), {"pos": pos + T, "layers": layer_states}
 
     def forward(self, ids: torch.Tensor, state=None, done=None, lengths=None):
         h, state = self.hidden(ids, state, done)
