@@ -48,6 +48,7 @@ from .checkpoint import CheckpointError, recover, save_checkpoint, write_json_at
 from .common import (Budget, StopSignals, capture_rng, device_for_rank, diverged_message, gather_from_ranks,
                      restore_rng, share_best)
 from .config import TrainConfigError
+from ..provenance import record_session
 from .runlog import RunLog
 
 CONFIG = "config.json"
@@ -99,7 +100,9 @@ def write_run_config(run_dir: Path, cfg, rank: int, dist) -> None:
     """Rank 0 keeps the resolved config for ``config.json``, which :meth:`StepLoop.run` writes once the start
     succeeded (so a start that fails leaves no ``config.json`` to block a plain retry)."""
     if rank == 0:
-        _pending_config[rundir._key(run_dir)] = cfg.to_dict()
+        from .runs import config_record
+
+        _pending_config[rundir._key(run_dir)] = config_record(cfg, run_dir)  # its kind, paths relative to the run
     if dist is not None:
         dist.barrier()
 
@@ -300,6 +303,7 @@ class StepLoop:
             pending = _pending_config.pop(rundir._key(self.run_dir), None)
             if pending is not None:  # the start succeeded: now the directory holds a run
                 write_json_atomic(self.run_dir / CONFIG, pending)
+            record_session(self.run_dir, step=self.step, resumed=self.step > 0)
             self.log = RunLog(self.run_dir, task.name, total, self.step, progress, **task.run_log_options())
             for note in self._notes:
                 self.log.message(note)
