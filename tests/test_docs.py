@@ -106,3 +106,13 @@ def test_readme_keeps_the_ci_test_command():
     i = lines.index("<!-- test-command -->")
     rest = [line for line in lines[i + 1:] if line.strip() and not line.startswith("```")]
     assert rest[0] == TEST_COMMAND
+
+
+def test_docs_home_repeats_the_readme_setup_commands():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    setup = readme[readme.index("## Set-up"):readme.index("## Five-minute start")]
+    commands = re.findall(r"```bash\n(.+?)\n```", setup)
+    assert len(commands) == 2
+    home = (DOCS / "index.md").read_text(encoding="utf-8")
+    for command in commands:
+        assert command in home, f"docs/index.md lacks the README's set-up command {command!r}"
