@@ -1,7 +1,7 @@
 """Validation accuracy of every run of a setting at equal training steps (100, 200, ...): what each model
 learned per batch, apart from what a step costs on this CPU (the right panel of the figures).
 
-    python results/algorithmic/at_step.py RUNS_DIR SETTING [--steps 100,200,300]
+    python results/algorithmic/scripts/at_step.py RUNS_DIR SETTING [--steps 100,200,300]
 """
 
 import argparse

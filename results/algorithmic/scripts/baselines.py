@@ -1,7 +1,7 @@
 """Print accuracy of simple non-learned predictors on a code-execution split: what a model scores if it
 has learned only part of the program's semantics. Used in results/algorithmic.md to read the ~31% plateau.
 
-    python results/algorithmic/baselines.py runs/alg/data/v3/test.txt
+    python results/algorithmic/scripts/baselines.py runs/alg/data/v3/test.txt
 
 Each predictor is an interpreter with one part of the semantics left out:
   majority        the most frequent printed value of the split, always

@@ -2,10 +2,12 @@
 same batches of a sweep setting, measured side by side in one process on one thread, the models
 interleaved (round r times every model once), so load on the machine falls on all of them alike.
 
-    python results/algorithmic/step_cost.py DATA_DIR [--rounds 3] [--json OUT]
+    python results/algorithmic/scripts/step_cost.py DATA_DIR [--rounds 3] [--json OUT]
 
 DATA_DIR is a ``fastweights data`` directory (e.g. runs/alg/data/v3). Prints the median CPU seconds per
 step and each model's ratio to the cheapest. The first step of each model is a warm-up and not counted.
+``--rounds 1 --models lstm --batch-size 8`` is a quick check that it runs; ``--json OUT`` also writes every
+measured time.
 """
 
 from __future__ import annotations
@@ -31,13 +33,15 @@ def main() -> None:
     ap.add_argument("data_dir")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--batch-size", type=int, default=64, help="examples per batch (default 64, the sweep's)")
     ap.add_argument("--json")
     args = ap.parse_args()
     torch.set_num_threads(1)
     splits = load_splits(args.data_dir)
     task = splits.meta["task"]
     train_set = EncodedSplit(task, splits.train)
-    batches = list(zip(range(args.rounds + 1), make_loader(train_set, ResumableBatchSampler(len(train_set), 64, 0))))
+    sampler = ResumableBatchSampler(len(train_set), args.batch_size, 0)
+    batches = list(zip(range(args.rounds + 1), make_loader(train_set, sampler)))
     runs = {}
     for m in args.models.split(","):
         cfg = TrainConfig(task=task, model=m, out="unused")
@@ -56,8 +60,8 @@ def main() -> None:
     med = {m: statistics.median(t) for m, (_, _, _, t) in runs.items()}
     low = min(med.values())
     tokens = [int(b["lengths"].sum()) for _, b in batches[1:]]
-    print(f"{task}, {args.data_dir}: batch 64, {statistics.mean(tokens):.0f} tokens per batch, {args.rounds} rounds, "
-          f"1 thread")
+    print(f"{task}, {args.data_dir}: batch {args.batch_size}, {statistics.mean(tokens):.0f} tokens per batch, "
+          f"{args.rounds} rounds, 1 thread")
     print("| model | CPU s per step (median) | x cheapest | steps in 10 CPU-minutes |")
     print("|---|---:|---:|---:|")
     for m, s in med.items():

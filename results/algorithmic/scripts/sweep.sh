@@ -5,7 +5,7 @@
 # THREADS torch threads, with the paper's recipe (Adam 3e-4, betas 0.9/0.995, batch 64, dropout 0.1) at the
 # default size (d_model 128, 2 layers, 4 heads).
 #
-#   results/algorithmic/sweep.sh RUNS_DIR [SETTING...]     SETTING: v3 v5 d10 d15 (default: all four)
+#   results/algorithmic/scripts/sweep.sh RUNS_DIR [SETTING...]     SETTING: v3 v5 d10 d15 (default: all four)
 #
 # Runs already finished are skipped and interrupted ones resumed (--resume keeps the budget), so it can be
 # re-run until everything is done. Two copies with disjoint settings can run side by side.

@@ -3,7 +3,7 @@ frames with the run's last checkpoint and with a fresh agent of the same config,
 feature units that are zero on every frame ("dead"), the mean feature value, and the mean spread of each
 unit across frames (a unit that does not vary cannot tell the frames apart).
 
-    python results/atari/features.py RUN_DIR [RUN_DIR ...]
+    python results/atari/scripts/features.py RUN_DIR [RUN_DIR ...]
 """
 
 import itertools
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import torch
-from random_play import random_steps  # results/atari/random_play.py, beside this script
+from random_play import random_steps  # random_play.py, beside this script
 
 from fastweights.rl import load_rl_config
 from fastweights.rl.actors import build_agent, env_spec

@@ -1,16 +1,19 @@
 """Draws the comparison figures of results/atari.md from the run directories' metrics.jsonl.
 
-    python results/atari/plot.py memory results/atari/memory.png results/atari/memory/{rdn,lstm,ff}
-    python results/atari/plot.py return results/atari/breakout.png results/atari/runs/Breakout-*
+    python results/atari/scripts/plot.py memory results/atari/figures/memory.png \
+        results/atari/records/memory/{rdn,lstm,ff}
+    python results/atari/scripts/plot.py return results/atari/figures/breakout.png results/atari/records/runs/Breakout-*
+
+KIND PNG RUN_DIR...: the figure is written to PNG (its directory is created).
 
 ``return`` draws two panels against emulator frames: the mean return of the training episodes (points,
 with a running mean over 5 records as a line) and the policy entropy (its maximum, ln |A|, dashed), which
 shows whether the policy has moved from uniform at all. Runs are labelled by their directory name.
 """
 
+import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -75,12 +78,18 @@ def returns(runs):
     return fig
 
 
-def main(kind, png, *runs):
-    fig = (memory if kind == "memory" else returns)(runs)
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("kind", choices=("memory", "return"))
+    p.add_argument("png", help="the figure to write")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    args = p.parse_args()
+    fig = (memory if args.kind == "memory" else returns)(args.runs)
     fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    print(f"wrote {png}")
+    Path(args.png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.png, dpi=100)
+    print(f"wrote {args.png}")
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main()

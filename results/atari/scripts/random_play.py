@@ -1,7 +1,7 @@
 """The score of uniformly random play under a run's own environment settings (episodic life and FIRE
 after a lost life included), over full games: the level a learning curve starts from.
 
-    python results/atari/random_play.py RUN_DIR [--episodes 30]
+    python results/atari/scripts/random_play.py RUN_DIR [--episodes 30]
 
 Prints the mean +- standard deviation of the raw game scores.
 """

@@ -2,7 +2,7 @@
 an RL run's last checkpoint: PyTorch's RMSprop steps a weight by lr * g / (sqrt(v) + eps), where v is the
 running mean of g^2, so where sqrt(v) is well below eps the step is about lr * g / eps, far smaller than lr.
 
-    python results/atari/rms_vs_eps.py RUN_DIR [RUN_DIR ...]
+    python results/atari/scripts/rms_vs_eps.py RUN_DIR [RUN_DIR ...]
 
 Prints, per weight tensor, the median gradient RMS sqrt(v) and the fraction of its entries with
 sqrt(v) < eps, and over all weights the fraction of entries with sqrt(v) < eps.

@@ -1,6 +1,6 @@
 """The Markdown table of results/atari.md section 3, from the run directories' config and metrics.
 
-    python results/atari/table.py RUN_DIR [RUN_DIR ...]
+    python results/atari/scripts/table.py RUN_DIR [RUN_DIR ...]
 
 One row per run: its optimiser settings, whether a lost life ended a learning episode (with FIRE pressed
 after it; runs before these options existed read as off), the frames and learner updates reached, wall-clock minutes of
@@ -11,7 +11,7 @@ fifth of its records (episode-weighted), and the policy entropy at the end again
 import sys
 from pathlib import Path
 
-from plot import max_entropy  # results/atari/plot.py, beside this script
+from plot import max_entropy  # plot.py, beside this script
 
 from fastweights.rl import load_rl_config
 from fastweights.train.runlog import read_metrics

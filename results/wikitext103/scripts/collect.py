@@ -1,15 +1,24 @@
-"""Collects the tiny-preset WikiText-103 runs (results/wikitext103/run_all.sh) into small artifacts:
-per model its summary, metrics, curves, eval JSONs and text sample under results/wikitext103/MODEL/, one
-table (results/wikitext103/table.md + table.json), the unigram baseline, and one picture of every
-model's validation perplexity against CPU time (results/wikitext103/valid_curves.png).
+"""The WikiText-103 table and figure of results/wikitext103.md from the tiny-preset run records.
 
-    .venv/bin/python results/wikitext103/collect.py [--runs runs/lm] [--bench runs/lm/bench_generate.json]
+    python results/wikitext103/scripts/collect.py --runs runs/lm     # after run_all.sh: collect, then tabulate
+    python results/wikitext103/scripts/collect.py                    # tabulate the committed records again
+    python results/wikitext103/scripts/collect.py --out OUT_DIR      # ... writing under OUT_DIR instead
+
+With ``--runs`` (the directory run_all.sh wrote), every finished ``RUNS/tiny-MODEL`` is first copied into
+``OUT/records/runs/MODEL/`` (summary, metrics, curves, config, the eval JSONs, the text sample and the
+training log), with ``RUNS/bench_generate*.json`` into ``OUT/records/``. Then, from the run records in
+``--records`` (default: ``OUT/records/runs`` after a copy, else the committed results/wikitext103/records/runs),
+it writes one table (``OUT/records/table.md`` + ``table.json``, the unigram baseline included) and one picture
+of every model's perplexity against CPU time (``OUT/figures/valid_curves.png``). OUT defaults to
+results/wikitext103. The unigram baseline reads the data: ``--data``, default ``$FASTWEIGHTS_DATA/wikitext-103``
+(FASTWEIGHTS_DATA defaults to ``../shared/data`` beside the repository).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 from pathlib import Path
@@ -18,47 +27,83 @@ from fastweights.layers import layer_names
 from fastweights.tasks.wikitext import load_corpus
 from fastweights.train.lm import unigram_perplexity
 
-HERE = Path(__file__).resolve().parent
+STUDY = Path(__file__).resolve().parents[1]  # results/wikitext103
+REPO = STUDY.parents[1]
 FWPS = ("lt", "deltanet", "delta-mlp", "delta-delta", "delta-rnn", "delta-lstm", "rdn")
 # Irie et al. 2021, small setting, full WikiText-103 (as quoted in DESIGN.md, not yet checked against the paper)
 PAPER_TEST = {"transformer": 34.1, "lt": 38.3, "deltanet": 35.2, "delta-mlp": 36.8, "delta-rnn": 35.0,
               "delta-lstm": 33.8, "rdn": 35.2}
+BENCH_FILES = ("bench_generate.json", "bench_generate2.json")
 
 
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--runs", default="runs/lm")
-    p.add_argument("--bench", default="runs/lm/bench_generate.json,runs/lm/bench_generate2.json",
-                   help="comma-separated 'fastweights bench generate --json' files (rows pooled)")
-    p.add_argument("--data", default="/work/shared/data/wikitext-103")
-    args = p.parse_args()
-    runs = Path(args.runs)
-    corpus = load_corpus(args.data, Path(args.data) / "wiki.train.prefix.tokens", runs / "cache")
-    V = len(corpus.vocab)
-    uni = {s: unigram_perplexity(corpus.train, corpus[s], V) for s in ("valid", "test")}
-    bench = {}
-    for path in args.bench.split(","):
-        if Path(path).exists():
-            for r in json.loads(Path(path).read_text())["rows"]:
-                bench.setdefault(r["model"], {}).setdefault(r["context"], []).append(r)
-    rows = []
+def default_data() -> Path:
+    """``$FASTWEIGHTS_DATA/wikitext-103``; FASTWEIGHTS_DATA defaults to ``shared/data`` beside the repository."""
+    return Path(os.environ.get("FASTWEIGHTS_DATA") or REPO.parent / "shared" / "data") / "wikitext-103"
+
+
+def copy_runs(runs: Path, records: Path) -> None:
+    """``runs/tiny-MODEL`` (and its ``tiny-MODEL.*`` files beside it) -> ``records/runs/MODEL``."""
     for model in layer_names():
         run = runs / f"tiny-{model}"
         if not (run / "summary.json").exists():
             continue
-        dst = HERE / model
-        dst.mkdir(exist_ok=True)
+        dst = records / "runs" / model
+        dst.mkdir(parents=True, exist_ok=True)
         for name in ("summary.json", "metrics.jsonl", "curves.png", "config.json"):
             shutil.copy(run / name, dst / name)
         for suffix in ("eval-valid.json", "eval-test.json", "sample.txt", "log"):
             src = runs / f"tiny-{model}.{suffix}"
             if src.exists():
                 shutil.copy(src, dst / suffix)
+    for name in BENCH_FILES:
+        if (runs / name).exists():
+            shutil.copy(runs / name, records / name)
+
+
+def read_metrics(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", help="run_all.sh's output directory (e.g. runs/lm): copy its runs into the records "
+                                  "first")
+    p.add_argument("--records", help="the run records to tabulate (directories named by model; default "
+                                     "OUT/records/runs with --runs, else results/wikitext103/records/runs)")
+    p.add_argument("--out", default=str(STUDY), help="study directory written: OUT/records/table.{md,json}, "
+                                                     "OUT/figures/valid_curves.png (default results/wikitext103)")
+    p.add_argument("--bench", help="comma-separated 'fastweights bench generate --json' files (rows pooled; "
+                                   "default the bench_generate*.json beside the records)")
+    p.add_argument("--data", default=None, help="WikiText-103 directory (default $FASTWEIGHTS_DATA/wikitext-103)")
+    p.add_argument("--cache-dir", help="corpus cache (default RUNS/cache with --runs, else runs/lm/cache)")
+    args = p.parse_args()
+    out = Path(args.out)
+    (out / "records").mkdir(parents=True, exist_ok=True)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    if args.runs:
+        copy_runs(Path(args.runs), out / "records")
+    records = Path(args.records or (out / "records" / "runs" if args.runs else STUDY / "records" / "runs"))
+    bench_files = (args.bench.split(",") if args.bench else
+                   [records.parent / name for name in BENCH_FILES])
+    data = Path(args.data) if args.data else default_data()
+    cache = args.cache_dir or Path(args.runs or "runs/lm") / "cache"
+    corpus = load_corpus(data, data / "wiki.train.prefix.tokens", cache)
+    V = len(corpus.vocab)
+    uni = {s: unigram_perplexity(corpus.train, corpus[s], V) for s in ("valid", "test")}
+    bench = {}
+    for path in map(Path, bench_files):
+        if path.exists():
+            for r in json.loads(path.read_text())["rows"]:
+                bench.setdefault(r["model"], {}).setdefault(r["context"], []).append(r)
+    rows = []
+    for model in layer_names():
+        run = records / model
+        if not (run / "summary.json").exists():
+            continue
         s = json.loads((run / "summary.json").read_text())
-        ev = {sp: json.loads((runs / f"tiny-{model}.eval-{sp}.json").read_text()) for sp in ("valid", "test")
-              if (runs / f"tiny-{model}.eval-{sp}.json").exists()}
-        recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-        at300 = [x["ppl"] for x in recs if x["split"] == "valid" and x["step"] == 300]
+        ev = {sp: json.loads((run / f"eval-{sp}.json").read_text()) for sp in ("valid", "test")
+              if (run / f"eval-{sp}.json").exists()}
+        at300 = [x["ppl"] for x in read_metrics(run) if x["split"] == "valid" and x["step"] == 300]
         row = {"valid32k_at_300": at300[0] if at300 else None, "model": model, "parameters": s["parameters"],
                "steps": s["step"], "total_steps": s["total_steps"],
                "cpu_seconds": s["train_seconds"], "train_words": s["train_words"], "epochs": s["epochs"],
@@ -72,13 +117,15 @@ def main():
                 row[f"gen_n_{ctx}"] = len(rs)
                 row[f"gen_range_{ctx}"] = [min(r["tokens_per_s"] for r in rs), max(r["tokens_per_s"] for r in rs)]
         rows.append(row)
-    out = {"vocab_size": V, "oov": corpus.meta["oov"], "unk": corpus.meta["unk"], "tokens": corpus.meta["tokens"],
-           "unigram": uni, "rows": rows}
-    (HERE / "table.json").write_text(json.dumps(out, indent=2) + "\n")
-    (HERE / "table.md").write_text(render(out) + "\n" + render_gen(out))
-    plot(rows, runs, uni["valid"]["perplexity"])
-    print(render(out))
-    print(render_gen(out))
+    if not rows:
+        raise SystemExit(f"collect.py: no run records (MODEL/summary.json) in {records}")
+    table = {"vocab_size": V, "oov": corpus.meta["oov"], "unk": corpus.meta["unk"], "tokens": corpus.meta["tokens"],
+             "unigram": uni, "rows": rows}
+    (out / "records" / "table.json").write_text(json.dumps(table, indent=2) + "\n")
+    (out / "records" / "table.md").write_text(render(table) + "\n" + render_gen(table))
+    plot(rows, records, uni["valid"]["perplexity"], out / "figures" / "valid_curves.png")
+    print(render(table))
+    print(render_gen(table))
 
 
 def _f(x, fmt):
@@ -121,7 +168,7 @@ def render_gen(out) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows, runs: Path, unigram_valid: float) -> None:
+def plot(rows, records: Path, unigram_valid: float, png: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,7 +176,7 @@ def plot(rows, runs: Path, unigram_valid: float) -> None:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
     for r in rows:
-        recs = [json.loads(x) for x in (runs / f"tiny-{r['model']}" / "metrics.jsonl").read_text().splitlines()]
+        recs = read_metrics(records / r["model"])
         val = [x for x in recs if x["split"] == "valid"]
         tr = [x for x in recs if x["split"] == "train"]
         style = "-" if r["model"] in FWPS else "--"
@@ -147,7 +194,7 @@ def plot(rows, runs: Path, unigram_valid: float) -> None:
     ax1.legend(fontsize=8)
     fig.suptitle("WikiText-103, tiny preset, 2.75 MB training prefix, 5 CPU-minutes per model")
     fig.tight_layout()
-    fig.savefig(HERE / "valid_curves.png", dpi=100)
+    fig.savefig(png, dpi=100)
     plt.close(fig)
 
 

@@ -4,15 +4,20 @@
 # stride 64) and samples a little text. Three runs at a time on a shared 2-core machine; the budget counts
 # process CPU time, so sharing the machine does not change what each run gets.
 #
-#   bash results/wikitext103/run_all.sh            # from the repository root; writes runs/lm/tiny-MODEL
+#   bash results/wikitext103/scripts/run_all.sh            # from the repository root; writes runs/lm/tiny-MODEL
+#
+# Environment: DATA (the WikiText-103 directory; default $FASTWEIGHTS_DATA/wikitext-103, FASTWEIGHTS_DATA
+# defaulting to ../shared/data beside the repository), OUT (default runs/lm), FW (default the repository's
+# .venv/bin/fastweights, else fastweights on PATH), JOBS (runs at a time, default 3).
 #
 # --steps per model: about 0.92 x 300 CPU-s / (CPU-s per step from step_cost.py), so that each model's cosine
 # schedule ends near the budget (the budget still stops a run that is slower than measured).
 set -euo pipefail
-DATA=${DATA:-/work/shared/data/wikitext-103}
+ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
+DATA=${DATA:-${FASTWEIGHTS_DATA:-$ROOT/../shared/data}/wikitext-103}
 OUT=${OUT:-runs/lm}
 export OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1  # no spinning threads on the CPU clock
-FW=".venv/bin/fastweights"
+if [ -x "$ROOT/.venv/bin/fastweights" ]; then FW=${FW:-$ROOT/.venv/bin/fastweights}; else FW=${FW:-fastweights}; fi
 one() {
   model=$1 steps=$2 run="$OUT/tiny-$1"
   if [ ! -f "$run/summary.json" ]; then

@@ -3,12 +3,17 @@
 # consecutive segments, detached), same preset, data and 5-CPU-minute budget as run_all.sh; scored with the
 # state carried through the whole split (segments of 128).
 #
-#   bash results/wikitext103/run_carry.sh          # from the repository root; writes runs/lm/tiny-carry-MODEL
+#   bash results/wikitext103/scripts/run_carry.sh          # from the repository root; writes runs/lm/tiny-carry-MODEL
+#
+# Environment: DATA (the WikiText-103 directory; default $FASTWEIGHTS_DATA/wikitext-103, FASTWEIGHTS_DATA
+# defaulting to ../shared/data beside the repository), OUT (default runs/lm), FW (default the repository's
+# .venv/bin/fastweights, else fastweights on PATH).
 set -euo pipefail
-DATA=${DATA:-/work/shared/data/wikitext-103}
+ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
+DATA=${DATA:-${FASTWEIGHTS_DATA:-$ROOT/../shared/data}/wikitext-103}
 OUT=${OUT:-runs/lm}
 export OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1
-FW=".venv/bin/fastweights"
+if [ -x "$ROOT/.venv/bin/fastweights" ]; then FW=${FW:-$ROOT/.venv/bin/fastweights}; else FW=${FW:-fastweights}; fi
 one() {
   model=$1 steps=$2 run="$OUT/tiny-carry-$1"
   if [ -f "$run/config.json" ]; then   # continue a stopped run (bitwise, carried state included)
