@@ -1,7 +1,7 @@
 """Models: a validated config, the pre-LN block stack (shared with the RL cores) and the task heads.
 
 ``build_model(layer="deltanet", vocab_size=..., head="lm", ...)`` or ``FWPModel(ModelConfig(...))``;
-``model(ids, state=None, done=None, lengths=None) -> (output, new_state)``. See MODELS.md.
+``model(ids, state=None, done=None, lengths=None) -> (output, new_state)``. See docs/models.md.
 """
 
 from .blocks import Block, BlockStack
