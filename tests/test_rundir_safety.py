@@ -234,8 +234,8 @@ def test_a_failed_start_leaves_nothing_that_blocks_a_retry(tmp_path, capsys):
     lines[3] = lines[3].replace("[MAX", "[POW", 1) if "[MAX" in lines[3] else "[POW 1 2 ]\t1"
     (bad / "train.txt").write_text("\n".join(lines) + "\n")
     run = tmp_path / "run"
-    one_error(train_listops(capsys, run, "--data", str(bad), "--steps", "2", check=None), "train.txt:4",
-              "'[POW'")
+    one_error(cli_in_process(capsys, "train", "listops", "--model", "lstm", *TINY, "--data", str(bad), "--steps", "2",
+                             "--out", str(run)), "train.txt:4", "'[POW'")
     assert not run.exists()  # created by the start, left as it was found
     # leftovers of a start that failed later (config, data, an empty metrics file), under a lock file
     run.mkdir()

@@ -279,7 +279,8 @@ def recover(ckpt_root: str | os.PathLike, model=None, map_location="cpu", repoin
     """The checkpoint to resume from: ``(pointer, trainer state, note)``, or None if there is no checkpoint
     at all. ``last.json``'s checkpoint if it validates (``note`` None); otherwise the newest checkpoint
     directory that validates, with ``note`` saying what was wrong and what was taken instead (``last.json``
-    is then pointed at it). Raises :class:`CheckpointError` when checkpoints exist but none validates."""
+    is then pointed at it where ``repoint``: rank 0 only under DDP). Raises :class:`CheckpointError` when
+    checkpoints exist but none validates."""
     root = Path(ckpt_root)
     problem = None
     try:
