@@ -30,7 +30,10 @@ def build_parser():
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or a bad flag (one line already printed)
+        return e.code if isinstance(e.code, int) else 2
     try:
         return args.func(args)
     except ValueError as e:

@@ -206,7 +206,14 @@ def _eval(args) -> int:
     from .lm_tools import LM_EVAL_FLAGS, eval_lm_command
     from .rl_tools import RL_EVAL_FLAGS, eval_command
 
-    kind = run_kind(args.run_dir)
+    try:
+        kind = run_kind(args.run_dir)
+    except ValueError as e:  # not a run: a kind-only flag given is named first
+        for flags, what in ((LM_EVAL_FLAGS, "language-model"), (RL_EVAL_FLAGS, "RL")):
+            for field, flag in flags.items():
+                if getattr(args, field, None) not in (None, False):
+                    raise ValueError(f"{flag}: applies to {what} runs only; {e}") from None
+        raise
     own = {"lm": LM_EVAL_FLAGS, "rl": RL_EVAL_FLAGS, "supervised": {}}[kind]
     for flags in (LM_EVAL_FLAGS, RL_EVAL_FLAGS):
         for field, flag in flags.items():

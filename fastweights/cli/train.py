@@ -8,9 +8,6 @@ import sys
 
 from .args import add_config_flags, flag_for_field, given_fields, output_dir, run_dir
 
-SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
-
-
 def add_train_commands(sub) -> None:
     from ..train.runs import KINDS
 
@@ -66,8 +63,11 @@ def train_command(args) -> int:
     except RunError as e:
         print(f"fastweights: error: {e}", file=sys.stderr)
         return 1
-    if summary.get("stopped") in SIGNAL_EXIT:
-        return SIGNAL_EXIT[summary["stopped"]]
+    from ..train.common import StopSignals
+
+    code = StopSignals.exit_code(summary.get("stopped"))
+    if code is not None:
+        return code
     return 0 if summary["status"] in ("completed", "stopped") else 1
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..train.driver import BatchLoss, StepLoop, Task, start_run, write_run_config
+from ..train.driver import BatchLoss, StepLoop, Task, release_run, start_run, write_run_config
 from ..train.runlog import read_metrics
 from ..train.runs import RunError, load_config, resume_config, run_kind
 from . import vtrace
@@ -148,26 +148,29 @@ def train(cfg: RLConfig, resume: bool = False, progress: bool | None = None) -> 
     counts the learner process only. Raises ``ValueError`` (bad config, run directory or checkpoint) and
     :class:`RLError`."""
     run_dir, _ = start_run(cfg, resume, None, 0, 1)
-    quiet_numba()
-    if cfg.env == "atari":
-        keep_freed_memory()
-    if cfg.threads is None and cfg.actors > 0:
-        torch.set_num_threads(default_learner_threads(cfg))
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    obs_shape, num_actions = env_spec(cfg)
-    agent = build_agent(cfg, obs_shape, num_actions)
-    opt = torch.optim.RMSprop(agent.parameters(), lr=cfg.lr, alpha=cfg.rms_alpha, eps=cfg.rms_eps,
-                              weight_decay=cfg.weight_decay)
-    total = cfg.total_steps
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / total))
-    task = _ImpalaTask(cfg, agent, obs_shape, num_actions)
-    loop = StepLoop(task, cfg, run_dir, agent, opt, sched)
-    if resume:
-        loop.resume()
-    write_run_config(run_dir, cfg, 0, None)
-    return loop.run(progress)
+    try:
+        quiet_numba()
+        if cfg.env == "atari":
+            keep_freed_memory()
+        if cfg.threads is None and cfg.actors > 0:
+            torch.set_num_threads(default_learner_threads(cfg))
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        obs_shape, num_actions = env_spec(cfg)
+        agent = build_agent(cfg, obs_shape, num_actions)
+        opt = torch.optim.RMSprop(agent.parameters(), lr=cfg.lr, alpha=cfg.rms_alpha, eps=cfg.rms_eps,
+                                  weight_decay=cfg.weight_decay)
+        total = cfg.total_steps
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / total))
+        task = _ImpalaTask(cfg, agent, obs_shape, num_actions)
+        loop = StepLoop(task, cfg, run_dir, agent, opt, sched)
+        if resume:
+            loop.resume()
+        write_run_config(run_dir, cfg, 0, None)
+        return loop.run(progress)
+    finally:
+        release_run(cfg.out)
 
 
 class _ImpalaTask(Task):
