@@ -49,6 +49,7 @@ from .common import (Budget, StopSignals, capture_rng, device_for_rank, diverged
                      restore_rng, share_best)
 from .config import TrainConfigError
 from ..provenance import record_session
+from .report import Report
 from .runlog import RunLog
 
 CONFIG = "config.json"
@@ -143,8 +144,12 @@ class BatchLoss:
     state: object = None  # anything after_update needs (the LM's final state)
 
 
-class Task:
-    """What differs between training loops, as hooks :class:`StepLoop` calls (see the module doc for when).
+class Task(Report):
+    """What differs between training loops, as hooks :class:`StepLoop` calls (see the module doc for when):
+    the run (``start``, ``close``), one step (``next_batch``, ``forward``, ``scale``, ``after_update``), the
+    train sums (``zero_accum``, ``train_metrics``), validation (``validate``, ``beats``, ``best_record``) and
+    the checkpoint (``checkpoint_state``, ``restore``). How the run is shown and summed up is
+    :class:`~.report.Report`'s, every hook of which has a default.
 
     Attributes: ``name`` (the run log's task: its plot and line format), ``error`` (the exception of a
     NaN/inf loss or gradient), ``total`` (the run's steps), ``epoch`` (written in train records; None: not
@@ -162,10 +167,6 @@ class Task:
 
     def close(self) -> None:
         """Called when the run ends (completed, stopped or failed)."""
-
-    def run_log_options(self) -> dict:
-        """Keyword arguments of :class:`.runlog.RunLog` (``formatter``, ``plotter``) replacing the defaults."""
-        return {}
 
     # -- one step
     def next_batch(self):
@@ -190,17 +191,9 @@ class Task:
         ``grad_norm_sum`` key the loop adds each step's gradient norm (before clipping) to it."""
         return {"loss_sum": 0.0, "tokens": 0}
 
-    def rates(self, sums: dict, seconds: float) -> dict:
-        """Per-second metrics of train sums gathered over ``seconds`` (train records, progress bar)."""
-        return {"tokens_per_s": sums["tokens"] / max(seconds, 1e-9)}
-
     def train_metrics(self, totals: dict) -> dict:
         """The metrics of a train record, from train sums (over every process)."""
         raise NotImplementedError
-
-    def progress_metrics(self, accum: dict) -> dict:
-        """What the progress bar shows, from this process's train sums."""
-        return self.train_metrics(accum)
 
     def validate(self) -> dict:
         """Rank 0 only: the metrics of a valid record."""
@@ -223,27 +216,6 @@ class Task:
     def restore(self, state: dict, ckpt_root: Path) -> None:
         """Takes back what :meth:`checkpoint_state` saved. ``KeyError``/``ValueError``/... become "does not
         fit this run"; raise ``CheckpointError`` for a message of its own."""
-
-    # -- messages and summary
-    def describe(self) -> str:
-        """The start message after ``starting: `` / ``resuming at step N: ``."""
-        raise NotImplementedError
-
-    def describe_best(self, best: dict) -> str:
-        """The best validation in the final message (``done: N steps; best valid ... at step S``)."""
-        raise NotImplementedError
-
-    def describe_end(self, summary: dict, best: dict | None) -> str:
-        """What the final message of a completed run says after ``done: N steps``."""
-        return f"; best valid {self.describe_best(best)} at step {best['step']}" if best else ""
-
-    def best_valid(self, best: dict):
-        """The summary's ``best_valid`` entry."""
-        return best
-
-    def summary(self, summary: dict, train_seconds: float) -> dict:
-        """The summary with the task's own entries."""
-        return summary
 
 
 # ------------------------------------------------------------------------------------------ the step loop
