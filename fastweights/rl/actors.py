@@ -9,7 +9,7 @@ A rollout of ``n`` environments and ``T`` steps (the IMPALA layout, one overlapp
     action    [T, n]          the action taken on obs[t]
     logits    [T, n, A]       the behaviour policy's logits at obs[t]
     state                     the core state before step 0 (before its reset), batch first
-    episodes                  [(return, length, success or None)] of the episodes that ended
+    episodes                  [Episode(return, length, success or None, env)] of the games that ended
 
 :class:`ActorPool` runs ``actors`` processes (spawned, one torch thread each) that read the weights from
 a shared-memory copy of the agent, which the learner refreshes after every update, and hand rollouts to
@@ -33,6 +33,7 @@ import queue as queue_mod
 import signal
 import time
 import traceback
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -127,14 +128,32 @@ def core_reward(reward: torch.Tensor, first: torch.Tensor, clip: float | None) -
     return clip_reward(reward, clip) * (~first).to(reward.dtype)
 
 
-class RolloutWorker:
-    """Steps ``envs`` with ``agent`` (sampling actions) and returns rollouts of ``unroll`` steps."""
+class Episode(NamedTuple):
+    """A finished full game: its raw (unclipped) return over all its lives, its length in agent steps,
+    the memory environment's success (None elsewhere) and the index of the environment that played it."""
+    ret: float
+    length: int
+    success: float | None
+    env: int
 
-    def __init__(self, envs, agent, unroll: int, reward_clip: float | None, seed: int, greedy: bool = False):
-        self.envs, self.agent, self.unroll, self.reward_clip, self.greedy = envs, agent, unroll, reward_clip, greedy
+
+class EnvLoop:
+    """Steps ``envs`` with ``agent``: the one loop of the actors and of evaluation.
+
+    :meth:`act` runs the agent one step on every row (the core state of rows whose observation is a
+    first one is reset there) and chooses the actions: the most likely (``greedy``) or drawn from the
+    policy with a generator seeded by ``seed``. :meth:`step_envs` steps the environments, resets those
+    whose game ended and marks the next observation as first at a game's end or at a lost life (a fresh
+    core state; the game and its return go on). Environment i is reset with seed ``env_seed + i`` (None:
+    ``seed * 1000``)."""
+
+    def __init__(self, envs, agent, reward_clip: float | None, seed: int, greedy: bool = False,
+                 env_seed: int | None = None):
+        self.envs, self.agent, self.reward_clip, self.greedy = envs, agent, reward_clip, greedy
         n = len(envs)
+        env_seed = seed * 1000 if env_seed is None else env_seed
         self.gen = torch.Generator().manual_seed(seed)
-        self.obs = torch.from_numpy(np.stack([e.reset(seed=seed * 1000 + i)[0] for i, e in enumerate(envs)]))
+        self.obs = torch.from_numpy(np.stack([e.reset(seed=env_seed + i)[0] for i, e in enumerate(envs)]))
         self.reward = torch.zeros(n)
         self.first = torch.ones(n, dtype=torch.bool)
         self.state = agent.initial_state(n)
@@ -143,26 +162,31 @@ class RolloutWorker:
         self.env_frames = 0
 
     @torch.no_grad()
-    def act(self, obs, reward, first):
-        logits, value, self.state = self.agent.step(obs, core_reward(reward, first, self.reward_clip), first,
-                                                    self.state)
+    def act(self):
+        """The actions ``[n]`` and the policy's logits ``[n, A]`` on the current observations."""
+        logits, _, self.state = self.agent.step(self.obs, core_reward(self.reward, self.first, self.reward_clip),
+                                                self.first, self.state)
         if self.greedy:
             action = logits.argmax(-1)
         else:
             action = torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=self.gen).squeeze(-1)
         return action, logits
 
-    def step_envs(self, action):
-        """Steps every environment; resets the finished ones. Returns the finished episodes."""
+    def step_envs(self, action, active=None) -> list[Episode]:
+        """Steps every environment (only those ``active`` marks, when given: the others keep their
+        observation, with reward 0 and not first); resets the finished ones. Returns their games."""
         n = len(self.envs)
         obs, reward, first, episodes = [], torch.zeros(n), torch.zeros(n, dtype=torch.bool), []
         for i, (env, a) in enumerate(zip(self.envs, action.tolist())):
+            if active is not None and not active[i]:
+                obs.append(self.obs[i].numpy())
+                continue
             o, r, term, trunc, info = env.step(a)
             self.env_frames += int(info.get("raw_frames", 1))
             self.ep_return[i] += r
             self.ep_length[i] += 1
             if term or trunc:
-                episodes.append((float(self.ep_return[i]), int(self.ep_length[i]), info.get("success")))
+                episodes.append(Episode(float(self.ep_return[i]), int(self.ep_length[i]), info.get("success"), i))
                 self.ep_return[i], self.ep_length[i] = 0.0, 0
                 o, info = env.reset()
                 self.env_frames += int(info.get("raw_frames", 0))
@@ -174,6 +198,14 @@ class RolloutWorker:
         self.obs, self.reward, self.first = torch.from_numpy(np.stack(obs)), reward, first
         return episodes
 
+
+class RolloutWorker(EnvLoop):
+    """Steps ``envs`` with ``agent`` (sampling actions) and returns rollouts of ``unroll`` steps."""
+
+    def __init__(self, envs, agent, unroll: int, reward_clip: float | None, seed: int, greedy: bool = False):
+        super().__init__(envs, agent, reward_clip, seed, greedy)
+        self.unroll = unroll
+
     def collect(self) -> dict:
         T, n = self.unroll, len(self.envs)
         obs = torch.empty(T + 1, *self.obs.shape, dtype=self.obs.dtype)
@@ -184,7 +216,7 @@ class RolloutWorker:
         episodes = []
         for t in range(T):
             obs[t], reward[t], first[t] = self.obs, self.reward, self.first
-            action, logits = self.act(self.obs, self.reward, self.first)
+            action, logits = self.act()
             if logits_buf is None:
                 logits_buf = torch.empty(T, n, logits.shape[-1])
             actions[t], logits_buf[t] = action, logits

@@ -9,54 +9,30 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..tasks.atari import LIFE_LOST
 from ..train.checkpoint import CheckpointError, load_checkpoint, read_pointer
 from ..train.driver import CKPT
-from .actors import build_agent, core_reward, env_spec, make_env, quiet_numba
+from .actors import EnvLoop, build_agent, env_spec, make_env, quiet_numba
 from .impala import load_rl_config
 
 
-@torch.no_grad()
 def play(agent, envs, episodes: int, reward_clip, seed: int = 12345, greedy: bool = True) -> dict:
     """Plays ``episodes`` episodes spread over ``envs`` (each runs its share to the end, so short
-    episodes are not favoured). Returns the returns, lengths and (memory env) successes."""
+    episodes are not favoured) with the actors' loop. Returns the returns, lengths and (memory env)
+    successes, in the order the games ended."""
     n = len(envs)
     quota = [episodes // n + (1 if i < episodes % n else 0) for i in range(n)]
-    obs = torch.from_numpy(np.stack([e.reset(seed=seed + i)[0] for i, e in enumerate(envs)]))
-    reward = torch.zeros(n)
-    first = torch.ones(n, dtype=torch.bool)
-    state = agent.initial_state(n)
-    ep_ret, ep_len = np.zeros(n), np.zeros(n, dtype=np.int64)
-    returns, lengths, successes = [], [], []
-    gen = torch.Generator().manual_seed(seed)
     active = [q > 0 for q in quota]
     agent.eval()
+    loop = EnvLoop(envs, agent, reward_clip, seed, greedy=greedy, env_seed=seed)
+    games = []
     while any(active):
-        logits, _, state = agent.step(obs, core_reward(reward, first, reward_clip), first, state)
-        actions = logits.argmax(-1) if greedy else torch.multinomial(torch.softmax(logits, -1), 1, generator=gen)[:, 0]
-        new_obs, reward, first = obs.clone(), torch.zeros(n), torch.zeros(n, dtype=torch.bool)
-        for i, env in enumerate(envs):
-            if not active[i]:
-                continue
-            o, r, term, trunc, info = env.step(int(actions[i]))
-            ep_ret[i] += r
-            ep_len[i] += 1
-            reward[i] = r
-            if term or trunc:
-                returns.append(float(ep_ret[i]))
-                lengths.append(int(ep_len[i]))
-                if info.get("success") is not None:
-                    successes.append(float(info["success"]))
-                ep_ret[i], ep_len[i] = 0.0, 0
-                quota[i] -= 1
-                active[i] = quota[i] > 0
-                o, _ = env.reset()
-                first[i] = True
-            elif info.get(LIFE_LOST):
-                first[i] = True  # a fresh core state, as in training; the game goes on
-            new_obs[i] = torch.from_numpy(np.asarray(o))
-        obs = new_obs
-    out = {"returns": returns, "lengths": lengths}
+        action, _ = loop.act()
+        for game in loop.step_envs(action, active):
+            games.append(game)
+            quota[game.env] -= 1
+            active[game.env] = quota[game.env] > 0
+    out = {"returns": [g.ret for g in games], "lengths": [g.length for g in games]}
+    successes = [float(g.success) for g in games if g.success is not None]
     if successes:
         out["successes"] = successes
     return out
