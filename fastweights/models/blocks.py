@@ -45,7 +45,7 @@ class Block(nn.Module):
 
 
 class BlockStack(nn.ModuleList):
-    """``num_layers`` :class:`Block` s of the mixer ``layer`` (a ``fastweights.layers.layer_names()`` name).
+    """``num_layers`` blocks (:class:`Block`) of the mixer ``layer``, a ``fastweights.layers.layer_names()`` name.
 
     ``d_ff`` None is ``4 * d_model``; ``head_dim`` None is ``d_model // num_heads``; ``layer_options`` are
     the mixer's own keyword options (e.g. ``{"window": 256}`` for the transformer)."""
