@@ -115,7 +115,7 @@ def build_agent(cfg: RLConfig, obs_shape, num_actions):
 
     return Agent(obs_shape, num_actions, encoder=cfg.encoder, core=cfg.core, features=cfg.features,
                  core_dim=cfg.core_dim, core_layers=cfg.core_layers, core_heads=cfg.core_heads, core_ff=cfg.core_ff,
-                 init=cfg.init)
+                 init=cfg.init, layer_options=cfg.layer_options)
 
 
 def clip_reward(reward: torch.Tensor, clip: float | None) -> torch.Tensor:

@@ -158,6 +158,8 @@ class RLConfig(RunConfig):
         dim = self.core_dim or 128
         if self.core not in ("lstm", "ff") and dim % self.core_heads:
             raise ConfigError("core_heads", f"core_heads ({self.core_heads}) must divide core_dim ({dim})")
+        if self.layer_options:
+            self._check_layer_options(dim)
         if self.actors > 0:
             if self.envs_per_actor is None:
                 if self.batch_size % self.actors:
@@ -170,6 +172,22 @@ class RLConfig(RunConfig):
         elif self.envs_per_actor is not None:
             raise ConfigError("envs_per_actor", f"envs_per_actor ({self.envs_per_actor}) needs actor processes; "
                                                 f"with actors 0 the learner steps batch_size environments itself")
+
+    def _check_layer_options(self, dim: int) -> None:
+        """The core's layer options, checked by building one core layer on the meta device."""
+        import torch
+
+        from ..layers import build_layer
+
+        if self.core == "ff":
+            raise ConfigError("layer_options", f"the ff core has no layer to take options {self.layer_options!r}")
+        heads = 1 if self.core == "lstm" else self.core_heads
+        try:
+            with torch.device("meta"):
+                build_layer(self.core, d_model=self.core_dim or (256 if self.core == "lstm" else dim),
+                            num_heads=heads, **self.layer_options)
+        except (ValueError, TypeError) as e:
+            raise ConfigError("layer_options", f"core {self.core!r}: {e}") from None
 
     def resume_fixups(self, changes: dict) -> dict:
         if "actors" in changes and "envs_per_actor" not in changes:

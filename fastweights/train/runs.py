@@ -201,8 +201,9 @@ def evaluate(run_dir, **options) -> dict:
 
 
 def migrate(run_dir) -> dict:
-    """Rewrites ``RUN_DIR/config.json`` in the current format (kind, format, paths relative to the run);
-    legacy relative paths are taken from the working directory. Returns what changed (empty: nothing to do)."""
+    """Rewrites ``RUN_DIR/config.json`` in the current format (kind, format, paths relative to the run, no
+    ``cache_dir``: the machine's cache is chosen where the run is evaluated or resumed); legacy relative paths
+    are taken from the working directory. Returns what changed (empty: nothing to do)."""
     from .checkpoint import write_json_atomic
 
     data = read_record(run_dir)
@@ -210,6 +211,8 @@ def migrate(run_dir) -> dict:
     if kind is None:
         raise ValueError(f"{run_dir}: {CONFIG} names no known run kind ({', '.join(KINDS)})")
     cfg = load_config(run_dir)
+    if getattr(cfg, "cache_dir", None) is not None:  # a machine's cache; evaluation never uses a run's own
+        cfg = cfg.replace(cache_dir=None)
     new = config_record(cfg, run_dir)  # legacy relative paths were read relative to the working directory
     changed = {k: (data.get(k), new[k]) for k in new if data.get(k) != new[k]}
     changed.update({k: (data[k], None) for k in data if k not in new})
