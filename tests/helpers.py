@@ -85,6 +85,18 @@ def gradcheck_op(run: Callable, impl: str, inputs: Mapping[str, torch.Tensor]) -
     assert torch.autograd.gradcheck(f, tuple(inputs[n] for n in names), eps=1e-6, atol=1e-5, rtol=1e-3)
 
 
+def case_runner(spec, case, **options) -> Callable:
+    """``run(impl, **tensors) -> (o, state)`` for the op checks above, over the tensors of a registry case
+    (``case.tensors()``: its inputs and ``initial_state.<name>`` entries); ``options`` go to the op."""
+
+    def run(impl, output_final_state=True, **tensors):
+        inputs = {n: tensors[n] for n in case.inputs}
+        state = (tuple(tensors[f"initial_state.{n}"] for n in case.state_names) if case.initial_state else None)
+        return spec.call(impl, inputs, state, output_final_state, **case.options, **options)
+
+    return run
+
+
 # ------------------------------------------------------------------------------------------ the command line
 
 def cli_env(**extra) -> dict:

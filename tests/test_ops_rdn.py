@@ -1,4 +1,6 @@
-"""Recurrent Delta Net op: the fused numba path against the step-loop reference."""
+"""Recurrent Delta Net op, op-specific checks: gradients through a carried state, partial initial states, defaults,
+non-contiguous and bfloat16 inputs, saved memory, bad shapes. The generic checks (fused vs reference, gradcheck,
+two halves) are in test_ops_registry.py."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import torch
 
 from fastweights.ops.rdn import recurrent_delta_rule
 
-from .helpers import assert_impls_match, assert_two_halves, gradcheck_op, shape_id
 
 SEQ = ("xq", "xk", "xv", "xbeta")
 WEIGHTS = ("Rq", "Rk", "Rv", "rbeta")
@@ -36,39 +37,6 @@ def make_inputs(B, T, H, D, dtype=torch.float32, state=True, seed=0, requires_gr
     for t in x.values():
         t.requires_grad_(requires_grad)
     return x
-
-
-CASES = [pytest.param(T, D, id=shape_id(B=2, T=T, H=2, D=D)) for T in (1, 63, 100) for D in (16, 32, 64)]
-
-
-@pytest.mark.parametrize("state", [False, True], ids=["zero-state", "initial-state"])
-@pytest.mark.parametrize("T,D", CASES)
-def test_fused_matches_reference_float32(T, D, state):
-    x = make_inputs(2, T, 2, D, torch.float32, state=state)
-    assert_impls_match(run, x, fast="fused", atol=1e-4, rtol=1e-3)
-
-
-@pytest.mark.parametrize("state", [False, True], ids=["zero-state", "initial-state"])
-@pytest.mark.parametrize("T,D", CASES)
-def test_fused_matches_reference_float64(T, D, state):
-    x = make_inputs(2, T, 2, D, torch.float64, state=state)
-    assert_impls_match(run, x, fast="fused", atol=1e-10, rtol=1e-8)
-
-
-@pytest.mark.parametrize("impl", ["reference", "fused"])
-@pytest.mark.parametrize("state", [False, True], ids=["zero-state", "initial-state"])
-def test_gradcheck(impl, state):
-    x = make_inputs(1, 4, 2, 3, torch.float64, state=state, seed=1)
-    gradcheck_op(run, impl, x)
-
-
-@pytest.mark.parametrize("impl", ["reference", "fused"])
-def test_two_halves(impl):
-    x = make_inputs(2, 40, 2, 16, torch.float64, state=True, seed=2, requires_grad=False)
-    seq = {n: x[n] for n in SEQ}
-    other = {n: x[n] for n in WEIGHTS}
-    other["initial_state"] = (x["S0"], x["y0"])
-    assert_two_halves(run, seq, other, impl, split=17, atol=1e-10, rtol=1e-8)
 
 
 def test_two_halves_gradients_flow_through_carried_state():

@@ -2,6 +2,9 @@
 
 Layout: q, k, v ``[B, T, H, D]``, beta ``[B, T, H]``, state matrices ``[B, H, D_k, D_v]``; write then
 read; every op takes ``initial_state=None, output_final_state=False`` and returns ``(o, final_state)``.
+Every tensor input shares one floating-point dtype and one device; B == 0 or T == 0 returns an empty output
+(and the initial state as the final state). ``registry.OPS`` holds one spec per op (impls, state names, an
+input maker), which the generic tests and ``fastweights bench ops`` iterate over.
 """
 
 from . import feature_maps

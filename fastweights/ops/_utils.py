@@ -1,4 +1,4 @@
-"""Shared plumbing for the fast-weight ops: input checks, dtype policy, impl dispatch.
+"""Shared plumbing for the fast-weight ops: input checks, dtype policy, impl dispatch, empty calls.
 
 Conventions (every op):
   * q, k, v are ``[B, T, H, D]``; beta is ``[B, T, H]``; state matrices are ``[B, H, D_k, D_v]``.
@@ -7,6 +7,10 @@ Conventions (every op):
   * ops return ``(o, final_state)``; ``final_state`` is None unless ``output_final_state=True``.
   * maths runs in ``acc_dtype(x.dtype)``: float64 stays float64, everything else runs in float32.
     Outputs come back in the input dtype; states are kept in the accumulation dtype.
+  * every tensor input shares one floating-point dtype and one device (:func:`check_dtypes_and_device`); an
+    initial state may also be in the accumulation dtype, so a returned final state can be passed back.
+  * B == 0 or T == 0 is a valid call (:func:`empty_result`): an empty output and, as the final state, the
+    initial state unchanged (zeros where it is None).
 """
 
 from __future__ import annotations
@@ -14,8 +18,6 @@ from __future__ import annotations
 from typing import Callable, Mapping, Sequence
 
 import torch
-
-IMPLS = ("reference", "chunk", "fused")
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -39,12 +41,6 @@ def check_tensor(name: str, x: torch.Tensor, ndim: int, layout: str) -> None:
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
 
 
-def check_same(names: Sequence[str], sizes: Sequence[int], what: str) -> None:
-    if len(set(sizes)) > 1:
-        pairs = ", ".join(f"{n}={s}" for n, s in zip(names, sizes))
-        raise ValueError(f"{what} must agree: {pairs}")
-
-
 def check_qkv(q, k, v, beta=None, *, prefix: str = ""):
     """Checks the standard layout and returns (B, T, H, Dk, Dv)."""
     n = lambda s: prefix + s  # noqa: E731
@@ -63,8 +59,6 @@ def check_qkv(q, k, v, beta=None, *, prefix: str = ""):
         check_tensor(n("beta"), beta, 3, "[B, T, H]")
         if beta.shape != q.shape[:3]:
             raise ValueError(f"{n('beta')} must have shape {tuple(q.shape[:3])}, got {tuple(beta.shape)}")
-    if T == 0:
-        raise ValueError(f"sequence length T must be at least 1, got {tuple(q.shape)}")
     return B, T, H, Dk, Dv
 
 
@@ -106,3 +100,47 @@ def resolve_impl(op: str, impl: str, available: Mapping[str, Callable], auto_ord
     if impl == "fused" and device.type != "cpu":
         raise ValueError(f"{op}: impl='fused' runs on CPU tensors only, got device {device}")
     return available[impl]
+
+
+def check_dtypes_and_device(inputs: Sequence[tuple[str, torch.Tensor | None]],
+                            states: Sequence[tuple[str, torch.Tensor | None]] = ()) -> torch.dtype:
+    """Every input shares the first one's floating-point dtype and device; returns that dtype.
+
+    ``inputs`` and ``states`` are (name, tensor) pairs (None entries are skipped); the shapes are checked
+    elsewhere. A state may also be in the accumulation dtype (the dtype the ops return states in)."""
+    first, x0 = inputs[0]
+    if not x0.is_floating_point():
+        raise ValueError(f"{first} must be a floating-point tensor, got dtype {x0.dtype}")
+    acc = acc_dtype(x0.dtype)
+    for name, x in inputs[1:]:
+        if x is not None and x.dtype != x0.dtype:
+            raise ValueError(f"{name} has dtype {x.dtype} but {first} has {x0.dtype}; every input must share "
+                             f"one floating-point dtype")
+    for name, x in states:
+        if x is not None and x.dtype not in (x0.dtype, acc):
+            allowed = str(x0.dtype) if acc == x0.dtype else f"{x0.dtype} or {acc}"
+            raise ValueError(f"{name} has dtype {x.dtype} but must be {allowed} ({first} is {x0.dtype})")
+    for name, x in [*inputs[1:], *states]:
+        if x is not None and x.device != x0.device:
+            raise ValueError(f"{name} is on {x.device} but {first} is on {x0.device}; every tensor must be on "
+                             f"one device")
+    return x0.dtype
+
+
+def empty_result(inputs: Sequence[torch.Tensor | None], o_shape: Sequence[int], o_dtype: torch.dtype,
+                 initial_state: Sequence[torch.Tensor | None], state_shapes: Sequence[Sequence[int]]):
+    """What an op returns when there is no step to run (B == 0 or T == 0): ``(o, final_state)``.
+
+    ``o`` is an empty tensor of ``o_shape``; it depends on every input that requires grad (with zero
+    gradients), so that ``backward`` works as it does after a non-empty call. ``final_state`` is a tuple:
+    the initial state unchanged (copied, in the accumulation dtype; zeros where it is None)."""
+    x0 = inputs[0]
+    acc = acc_dtype(x0.dtype)
+    o = x0.new_zeros(tuple(o_shape), dtype=o_dtype)
+    if torch.is_grad_enabled():
+        for x in inputs:
+            if x is not None and x.requires_grad:
+                o = o + 0 * x.sum().to(o_dtype)
+    final = tuple(x0.new_zeros(tuple(shape), dtype=acc) if s is None else s.to(dtype=acc, copy=True)
+                  for s, shape in zip(initial_state, state_shapes))
+    return o, final

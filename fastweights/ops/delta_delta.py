@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import torch
 
-from ._utils import acc_dtype, check_positive_int, check_qkv, resolve_impl, unpack_state
+from ._utils import (acc_dtype, check_dtypes_and_device, check_positive_int, check_qkv, empty_result, resolve_impl,
+                     unpack_state)
 from .delta_rule import DEFAULT_CHUNK_SIZE, delta_rule
 from .feature_maps import elu1_sn
 
-__all__ = ["delta_delta", "delta_delta_reference", "split_generated"]
+__all__ = ["delta_delta", "split_generated"]
 
 
 def delta_delta(q, k, v, beta, *, initial_state=None, output_final_state=False, impl="auto",
@@ -54,18 +55,19 @@ def delta_delta(q, k, v, beta, *, initial_state=None, output_final_state=False, 
             f"got {dv}"
         )
     s1, s2 = unpack_state(initial_state, ["S1", "S2"], [(B, H, d, dv), (B, H, d, d)])
+    check_dtypes_and_device([("q", q), ("k", k), ("v", v), ("beta", beta)],
+                            [("initial_state.S1", s1), ("initial_state.S2", s2)])
     check_positive_int("chunk_size", chunk_size)
     fn = resolve_impl("delta_delta", impl, {"reference": _delta_delta_reference, "chunk": _delta_delta_chunk},
                       ["chunk"], q.device)
+    if B == 0 or T == 0:
+        o, final = empty_result([q, k, v, beta, s1, s2], (B, T, H, d), q.dtype, [s1, s2],
+                                [(B, H, d, dv), (B, H, d, d)])
+        return o, (final if output_final_state else None)
     dt = acc_dtype(q.dtype)
     cast = lambda x: None if x is None else x.to(dt)  # noqa: E731
     o, S1, S2 = fn(cast(q), cast(k), cast(v), cast(beta), cast(s1), cast(s2), output_final_state, chunk_size)
     return o.to(q.dtype), ((S1, S2) if output_final_state else None)
-
-
-def delta_delta_reference(q, k, v, beta, **kwargs):
-    """The plain step loop (autograd through it); the ground truth for the chunked path."""
-    return delta_delta(q, k, v, beta, **{**kwargs, "impl": "reference"})
 
 
 def split_generated(r: torch.Tensor):

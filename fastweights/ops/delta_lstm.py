@@ -23,7 +23,7 @@ import torch
 
 from . import _numba
 from ._recurrent_read import delta_lstm_bwd, delta_lstm_fwd
-from ._utils import acc_dtype, check_tensor, resolve_impl, unpack_state
+from ._utils import acc_dtype, check_dtypes_and_device, check_tensor, empty_result, resolve_impl, unpack_state
 from .delta_rnn import _check_recurrent_inputs
 from .delta_rule import delta_rule
 
@@ -50,18 +50,17 @@ def delta_lstm(q, k, v, beta, rk, rv, rbeta, *, initial_state=None, output_final
     """
     B, T, H, Dk, Dv = _check_gated_qkv(q, k, v, beta)
     _check_recurrent_inputs(rk, rv, rbeta, (B, T, H, NUM_GATES, Dv), "[B, T, H, 3, D_v]", "[B, T, H, 3]")
-    s0, r0, c0, h0 = unpack_state(
-        initial_state, STATE_NAMES,
-        [(B, H, NUM_GATES, Dk, Dv), (B, H, NUM_GATES, Dv, Dv), (B, H, Dv), (B, H, Dv)])
+    shapes = [(B, H, NUM_GATES, Dk, Dv), (B, H, NUM_GATES, Dv, Dv), (B, H, Dv), (B, H, Dv)]
+    s0, r0, c0, h0 = unpack_state(initial_state, STATE_NAMES, shapes)
+    inputs = [("q", q), ("k", k), ("v", v), ("beta", beta), ("rk", rk), ("rv", rv), ("rbeta", rbeta)]
+    state = [s0, r0, c0, h0]
+    check_dtypes_and_device(inputs, [(f"initial_state.{n}", s) for n, s in zip(STATE_NAMES, state)])
     fn = resolve_impl("delta_lstm", impl, {"reference": _delta_lstm_reference, "fused": _delta_lstm_fused},
                       ["fused"], q.device)
+    if B == 0 or T == 0:
+        o, final = empty_result([x for _, x in inputs] + state, (B, T, H, Dv), v.dtype, state, shapes)
+        return o, (final if output_final_state else None)
     return fn(q, k, v, beta, rk, rv, rbeta, s0, r0, c0, h0, output_final_state)
-
-
-def delta_lstm_reference(q, k, v, beta, rk, rv, rbeta, *, initial_state=None, output_final_state=False):
-    """The plain step loop (autograd through it); the ground truth for the fused path."""
-    return delta_lstm(q, k, v, beta, rk, rv, rbeta, initial_state=initial_state,
-                      output_final_state=output_final_state, impl="reference")
 
 
 def _check_gated_qkv(q, k, v, beta):
@@ -79,8 +78,6 @@ def _check_gated_qkv(q, k, v, beta):
     if beta.shape != q.shape[:4]:
         raise ValueError(f"beta must have shape [B, T, H, 3] = {tuple(q.shape[:4])}, got {tuple(beta.shape)}")
     B, T, H, _, Dk = q.shape
-    if T == 0:
-        raise ValueError(f"sequence length T must be at least 1, got {tuple(q.shape)}")
     return B, T, H, Dk, v.shape[-1]
 
 

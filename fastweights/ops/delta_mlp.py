@@ -46,11 +46,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._utils import acc_dtype, check_positive_int, check_tensor, resolve_impl, unpack_state
+from ._utils import (acc_dtype, check_dtypes_and_device, check_positive_int, check_tensor, empty_result, resolve_impl,
+                     unpack_state)
 from .delta_rule import DEFAULT_CHUNK_SIZE, delta_rule
 from .feature_maps import elu1_sn
 
-__all__ = ["delta_mlp", "delta_mlp_reference"]
+__all__ = ["delta_mlp"]
 
 
 def delta_mlp(q, keys, values, betas, *, ln_weight=None, ln_bias=None, ln_eps=1e-5, initial_state=None,
@@ -65,11 +66,17 @@ def delta_mlp(q, keys, values, betas, *, ln_weight=None, ln_bias=None, ln_eps=1e
         names += [f"W1[{l}]", f"W2[{l}]"]
         shapes += [(B, H, d, h), (B, H, h, d)]
     s0 = unpack_state(initial_state, names, shapes)
+    tensors = [("q", q)] + [(f"{seq}[{i}]", x) for seq, xs in (("keys", keys), ("values", values), ("betas", betas))
+                            for i, x in enumerate(xs)] + [("ln_weight", ln_weight), ("ln_bias", ln_bias)]
+    check_dtypes_and_device(tensors, [(f"initial_state.{n}", s) for n, s in zip(names, s0)])
     if not isinstance(ln_eps, (int, float)) or isinstance(ln_eps, bool) or not ln_eps > 0:
         raise ValueError(f"ln_eps must be a positive float, got {ln_eps!r}")
     check_positive_int("chunk_size", chunk_size)
     fn = resolve_impl("delta_mlp", impl, {"reference": _delta_mlp_reference, "chunk": _delta_mlp_chunk},
                       ["chunk"], q.device)
+    if B == 0 or T == 0:
+        o, final = empty_result([x for _, x in tensors] + list(s0), (B, T, H, d), q.dtype, s0, shapes)
+        return o, (final if output_final_state else None)
 
     dt = acc_dtype(q.dtype)
     cast = lambda x: None if x is None else x.to(dt)  # noqa: E731
@@ -78,11 +85,6 @@ def delta_mlp(q, keys, values, betas, *, ln_weight=None, ln_bias=None, ln_eps=1e
                   [None if ln_bias is None else ln_bias[l].to(dt) for l in range(K)],
                   float(ln_eps), [cast(s) for s in s0], output_final_state, chunk_size)
     return o.to(q.dtype), (tuple(state) if output_final_state else None)
-
-
-def delta_mlp_reference(q, keys, values, betas, **kwargs):
-    """The plain step loop (autograd through it); the ground truth for the chunked path."""
-    return delta_mlp(q, keys, values, betas, **{**kwargs, "impl": "reference"})
 
 
 def _check_inputs(q, keys, values, betas, ln_weight, ln_bias):
@@ -97,8 +99,6 @@ def _check_inputs(q, keys, values, betas, ln_weight, ln_bias):
             f"block), got lengths {len(keys)}, {len(values)}, {len(betas)}"
         )
     B, T, H, d = q.shape
-    if T == 0:
-        raise ValueError(f"sequence length T must be at least 1, got q of shape {tuple(q.shape)}")
     hidden = []
     for i in range(n):
         kname, vname, bname = f"keys[{i}]", f"values[{i}]", f"betas[{i}]"

@@ -21,7 +21,8 @@ import torch
 
 from . import _numba
 from ._recurrent_read import delta_rnn_bwd, delta_rnn_fwd
-from ._utils import acc_dtype, check_qkv, check_tensor, resolve_impl, unpack_state
+from ._utils import (acc_dtype, check_dtypes_and_device, check_qkv, check_tensor, empty_result, resolve_impl,
+                     unpack_state)
 from .delta_rule import delta_rule
 
 STATE_NAMES = ("S", "R", "y")
@@ -44,16 +45,16 @@ def delta_rnn(q, k, v, beta, rk, rv, rbeta, *, initial_state=None, output_final_
     """
     B, T, H, Dk, Dv = check_qkv(q, k, v, beta)
     _check_recurrent_inputs(rk, rv, rbeta, (B, T, H, Dv), "[B, T, H, D_v]", "[B, T, H]")
-    s0, r0, y0 = unpack_state(initial_state, STATE_NAMES, [(B, H, Dk, Dv), (B, H, Dv, Dv), (B, H, Dv)])
+    shapes = [(B, H, Dk, Dv), (B, H, Dv, Dv), (B, H, Dv)]
+    s0, r0, y0 = unpack_state(initial_state, STATE_NAMES, shapes)
+    inputs = [("q", q), ("k", k), ("v", v), ("beta", beta), ("rk", rk), ("rv", rv), ("rbeta", rbeta)]
+    check_dtypes_and_device(inputs, [("initial_state.S", s0), ("initial_state.R", r0), ("initial_state.y", y0)])
     fn = resolve_impl("delta_rnn", impl, {"reference": _delta_rnn_reference, "fused": _delta_rnn_fused},
                       ["fused"], q.device)
+    if B == 0 or T == 0:
+        o, final = empty_result([x for _, x in inputs] + [s0, r0, y0], (B, T, H, Dv), v.dtype, [s0, r0, y0], shapes)
+        return o, (final if output_final_state else None)
     return fn(q, k, v, beta, rk, rv, rbeta, s0, r0, y0, output_final_state)
-
-
-def delta_rnn_reference(q, k, v, beta, rk, rv, rbeta, *, initial_state=None, output_final_state=False):
-    """The plain step loop (autograd through it); the ground truth for the fused path."""
-    return delta_rnn(q, k, v, beta, rk, rv, rbeta, initial_state=initial_state,
-                     output_final_state=output_final_state, impl="reference")
 
 
 def _check_recurrent_inputs(rk, rv, rbeta, shape, layout, beta_layout):

@@ -22,7 +22,8 @@ from __future__ import annotations
 import torch
 
 from ._chunk import from_chunks, to_chunks
-from ._utils import acc_dtype, check_positive_int, check_qkv, resolve_impl, unpack_state
+from ._utils import (acc_dtype, check_dtypes_and_device, check_positive_int, check_qkv, empty_result, resolve_impl,
+                     unpack_state)
 
 DEFAULT_CHUNK_SIZE = 32
 
@@ -44,18 +45,16 @@ def delta_rule(q, k, v, beta, *, initial_state=None, output_final_state=False, i
     """
     B, T, H, Dk, Dv = check_qkv(q, k, v, beta)
     (s0,) = unpack_state(initial_state, ["S"], [(B, H, Dk, Dv)])
+    check_dtypes_and_device([("q", q), ("k", k), ("v", v), ("beta", beta)], [("initial_state.S", s0)])
     check_positive_int("chunk_size", chunk_size)
     fn = resolve_impl("delta_rule", impl, {"reference": _delta_rule_reference, "chunk": _delta_rule_chunk},
                       ["chunk"], q.device)
+    if B == 0 or T == 0:
+        o, (S,) = empty_result([q, k, v, beta, s0], (B, T, H, Dv), v.dtype, [s0], [(B, H, Dk, Dv)])
+        return o, (S if output_final_state else None)
     if fn is _delta_rule_chunk:
         return fn(q, k, v, beta, s0, output_final_state, chunk_size)
     return fn(q, k, v, beta, s0, output_final_state)
-
-
-def delta_rule_reference(q, k, v, beta, *, initial_state=None, output_final_state=False):
-    """The plain step loop (autograd through it); the ground truth for every other path."""
-    return delta_rule(q, k, v, beta, initial_state=initial_state, output_final_state=output_final_state,
-                      impl="reference")
 
 
 def _delta_rule_reference(q, k, v, beta, s0, output_final_state):

@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 
 from ._chunk import from_chunks, to_chunks
-from ._utils import acc_dtype, check_positive_int, check_qkv, resolve_impl, unpack_state
+from ._utils import (acc_dtype, check_dtypes_and_device, check_positive_int, check_qkv, empty_result, resolve_impl,
+                     unpack_state)
 
 DEFAULT_CHUNK_SIZE = 64
 
@@ -52,9 +53,14 @@ def linear_attention(q, k, v, *, normalize=False, eps=1e-6, initial_state=None, 
     else:
         (s0,) = unpack_state(initial_state, ["S"], [(B, H, Dk, Dv)])
         z0 = None
+    check_dtypes_and_device([("q", q), ("k", k), ("v", v)], [("initial_state.S", s0), ("initial_state.z", z0)])
     fn = resolve_impl("linear_attention", impl,
                       {"reference": _linear_attention_reference, "chunk": _linear_attention_chunk},
                       ["chunk"], q.device)
+    if B == 0 or T == 0:
+        states, shapes = ([s0, z0], [(B, H, Dk, Dv), (B, H, Dk)]) if normalize else ([s0], [(B, H, Dk, Dv)])
+        o, final = empty_result([q, k, v, *states], (B, T, H, Dv), v.dtype, states, shapes)
+        return o, ((final if normalize else final[0]) if output_final_state else None)
     dt = acc_dtype(q.dtype)
     in_dtype = v.dtype
     q, k, v = (x.to(dt) for x in (q, k, v))

@@ -31,9 +31,10 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from . import _numba
-from ._utils import acc_dtype, check_qkv, check_tensor, resolve_impl, unpack_state
+from ._utils import (acc_dtype, check_dtypes_and_device, check_qkv, check_tensor, empty_result, resolve_impl,
+                     unpack_state)
 
-__all__ = ["recurrent_delta_rule", "recurrent_delta_rule_reference"]
+__all__ = ["recurrent_delta_rule"]
 
 
 def recurrent_delta_rule(xq, xk, xv, xbeta, Rq, Rk, Rv, rbeta, *, initial_state=None,
@@ -67,31 +68,18 @@ def recurrent_delta_rule(xq, xk, xv, xbeta, Rq, Rk, Rv, rbeta, *, initial_state=
         raise ValueError(f"rbeta must have shape [H, D] = {(H, D)}, got {tuple(rbeta.shape)}")
     s0, y0 = unpack_state(initial_state, ["S", "y"], [(B, H, D, D), (B, H, D)])
     named = [("xq", xq), ("xk", xk), ("xv", xv), ("xbeta", xbeta), ("Rq", Rq), ("Rk", Rk), ("Rv", Rv),
-             ("rbeta", rbeta), ("initial_state.S", s0), ("initial_state.y", y0)]
-    for name, x in named[1:]:
-        if x is not None and x.device != xq.device:
-            raise ValueError(f"{name} is on {x.device} but xq is on {xq.device}; all tensors must share a device")
-    for name, x in named[-2:]:
-        if x is not None and not x.is_floating_point():
-            raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+             ("rbeta", rbeta)]
+    in_dtype = check_dtypes_and_device(named, [("initial_state.S", s0), ("initial_state.y", y0)])
     fn = resolve_impl("recurrent_delta_rule", impl, {"reference": _rdn_reference, "fused": _rdn_fused},
                       ["fused"], xq.device)
-    in_dtype = xq.dtype
-    for x in (xk, xv, xbeta):
-        in_dtype = torch.promote_types(in_dtype, x.dtype)
+    if B == 0 or T == 0:
+        o, final = empty_result([x for _, x in named] + [s0, y0], (B, T, H, D), in_dtype, [s0, y0],
+                                [(B, H, D, D), (B, H, D)])
+        return o, (final if output_final_state else None)
     dt = acc_dtype(in_dtype)
-    if any(x is not None and x.dtype == torch.float64 for _, x in named):
-        dt = torch.float64
-    xs = [None if x is None else x.to(dt) for _, x in named]
+    xs = [None if x is None else x.to(dt) for x in [*(x for _, x in named), s0, y0]]
     y, state = fn(*xs, output_final_state)
     return y.to(in_dtype), state
-
-
-def recurrent_delta_rule_reference(xq, xk, xv, xbeta, Rq, Rk, Rv, rbeta, *, initial_state=None,
-                                   output_final_state=False):
-    """The plain step loop (autograd through it); the ground truth for every other path."""
-    return recurrent_delta_rule(xq, xk, xv, xbeta, Rq, Rk, Rv, rbeta, initial_state=initial_state,
-                                output_final_state=output_final_state, impl="reference")
 
 
 # ----------------------------------------------------------------------------------------------------
