@@ -91,8 +91,9 @@ def machine() -> dict:
     return info
 
 
-def record_session(run_dir, step: int, resumed: bool) -> None:
-    """Appends this session's record (time, step it starts from, code, machine) to ``RUN_DIR/provenance.json``."""
+def record_session(run_dir, step: int, resumed: bool, **extra) -> None:
+    """Appends this session's record (time, step it starts from, code, machine, and ``extra`` entries such as
+    the precision) to ``RUN_DIR/provenance.json``."""
     import json
 
     path = Path(run_dir) / PROVENANCE
@@ -101,7 +102,7 @@ def record_session(run_dir, step: int, resumed: bool) -> None:
     except (OSError, ValueError, AttributeError):
         sessions = []
     sessions.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed": resumed, "step": step,
-                     "code": code_identity(), "machine": machine()})
+                     "code": code_identity(), "machine": machine(), **extra})
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"sessions": sessions}, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)

@@ -83,6 +83,10 @@ def _models(args) -> int:
     fields = dict(vocab_size=args.vocab, d_model=args.d_model, num_layers=args.layers, num_heads=args.heads,
                   head_dim=args.head_dim, d_ff=args.d_ff, head=args.head, num_classes=num_classes,
                   tie_embeddings=not args.no_tie, adaptive_softmax=args.adaptive_softmax)
+    from ..layers import layer_names
+
+    for name in layer_names():
+        _checked_model_config(dict(fields, layer=name))
     try:
         rows = parameter_counts(**fields)
     except ConfigError as e:
@@ -108,6 +112,9 @@ def _bench_step(args) -> int:
 
     from ..bench.step import render_table, step_benchmark
 
+    for name in args.layer:  # every layer's model is checked before the first is stepped
+        _checked_model_config(dict(layer=name, vocab_size=1000, d_model=args.d_model, num_layers=args.layers,
+                                   num_heads=args.heads, head="lm"))
     console = Console(stderr=True)
     rows = []
     for name in args.layer:
@@ -124,6 +131,33 @@ def _bench_step(args) -> int:
     out.print(title)
     out.print(render_table(rows, None))
     return 0
+
+
+MAX_PARAMETERS = 2 * 10**9  # what 'models' and 'bench step' will build (8 GB of float32 weights)
+
+
+def _checked_model_config(fields: dict):
+    """The :class:`~fastweights.models.ModelConfig` of ``fields``, or a one-line error naming the flag at fault;
+    also refuses a model past :data:`MAX_PARAMETERS` (counted on the meta device, nothing allocated)."""
+    import torch
+
+    from ..models import ConfigError, ModelConfig, build_model
+    from ..models.model import count_parameters
+
+    try:
+        cfg = ModelConfig(**fields)
+        counts = []
+        for layers in (1, 2):  # parameters grow linearly with the blocks: two small builds give the count
+            with torch.device("meta"), torch.random.fork_rng():
+                counts.append(count_parameters(build_model(ModelConfig(**dict(fields, num_layers=layers)))))
+    except ConfigError as e:
+        flag = _CONFIG_FLAGS.get(e.field)
+        raise ValueError(f"{flag}: {e}" if flag else str(e)) from None
+    total = counts[0] + (cfg.num_layers - 1) * (counts[1] - counts[0])
+    if total > MAX_PARAMETERS:
+        raise ValueError(f"--d-model/--layers: a {cfg.layer} model of d_model {cfg.d_model} and {cfg.num_layers} "
+                         f"layers has {total:.3g} parameters, past the {MAX_PARAMETERS:.0e} this command builds")
+    return cfg
 
 
 def _layer_list(text: str) -> list[str]:
@@ -185,6 +219,18 @@ def _compare(args) -> int:
     from ..train.compare import load_run, markdown_table, plot_runs, summarize_run
 
     runs = [load_run(d) for d in args.run_dirs]
+    if args.test:
+        for r in runs:
+            if r["kind"] != "supervised":
+                raise ValueError(f"--test: scores algorithmic-task runs on their test split; {r['dir']} is "
+                                 f"{'a language-model' if r['kind'] == 'lm' else 'an RL'} run (use 'fastweights "
+                                 f"eval' on it)")
+    if args.metric is not None:
+        recorded = sorted({k for r in runs for rec in r["records"] if rec.get("split") == "valid" for k in rec
+                           if k not in ("split", "step") and isinstance(rec[k], (int, float))})
+        if recorded and args.metric not in recorded:
+            raise ValueError(f"--metric: no run records a validation {args.metric!r}; recorded: "
+                             f"{', '.join(recorded)}")
     rows = [summarize_run(r, args.metric, test=args.test) for r in runs]
     table = markdown_table(rows)
     if args.json:
@@ -219,10 +265,14 @@ def _eval(args) -> int:
         for field, flag in flags.items():
             if flags is not own and field not in own and getattr(args, field, None) not in (None, False):
                 what = "language-model" if flags is LM_EVAL_FLAGS else "RL"
-                raise ValueError(f"{flag}: applies to {what} runs only; {args.run_dir} is "
-                                 f"{'an algorithmic-task' if kind == 'supervised' else 'a language-model' if kind == 'lm' else 'an RL'} run")
+                its = {"supervised": "an algorithmic-task", "lm": "a language-model", "rl": "an RL"}[kind]
+                raise ValueError(f"{flag}: applies to {what} runs only; {args.run_dir} is {its} run")
     if kind == "rl":
+        if args.split is not None:
+            raise ValueError(f"--split: applies to algorithmic-task and language-model runs only; {args.run_dir} "
+                             f"is an RL run (it plays --episodes)")
         return eval_command(args)
+    args.split = args.split or "test"
     if kind == "lm":
         return eval_lm_command(args)
     result = evaluate_run(args.run_dir, split=args.split, which=args.checkpoint)
@@ -280,6 +330,9 @@ def add_tool_commands(sub) -> None:
                        help="write the rows as JSON to PATH (bare --json: to stdout, instead of the table)")
     bstep.set_defaults(func=_bench_step)
     lm_tools.add_bench_generate(bench_sub)
+    from .bench_train import add_bench_train
+
+    add_bench_train(bench_sub)
 
     models = sub.add_parser("models", help="every layer name with its model's parameter count at one size")
     models.add_argument("--d-model", type=number("--d-model", low=1, high=65536), default=128)
@@ -337,7 +390,8 @@ def add_tool_commands(sub) -> None:
     ev = sub.add_parser("eval", help="test-split metrics of a training run's best-validation checkpoint")
     ev.add_argument("run_dir", metavar="RUN_DIR", type=run_dir)
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    ev.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    ev.add_argument("--split", choices=["train", "valid", "test"], default=None,
+                    help="algorithmic tasks and language models: the split to score (default test)")
     ev.add_argument("--checkpoint", choices=["best", "last"], default="best")
     lm_tools.add_eval_lm_flags(ev)
     from .rl_tools import add_eval_flags
@@ -348,10 +402,18 @@ def add_tool_commands(sub) -> None:
 
 
 def _op_list(text: str) -> list[str]:
+    from ..bench.ops import OP_SPECS
+
     names = [n.strip() for n in text.split(",")]
     if not text.strip() or any(not n for n in names):
         raise ValueError(f"--ops: expected comma-separated op names, got {text!r}")
+    unknown = [n for n in names if n not in OP_SPECS]
+    if unknown:
+        raise ValueError(f"--ops: unknown op {unknown[0]!r}; choose from {', '.join(OP_SPECS)}")
     return names
+
+
+MAX_SHAPE_ELEMENTS = 2**28  # one B x T x H x D tensor of 'bench ops' (1 GiB of float32)
 
 
 def _shape_list(text: str) -> list:
@@ -361,9 +423,14 @@ def _shape_list(text: str) -> list:
     if not text.strip() or any(not p for p in parts):
         raise ValueError(f"--shapes: expected semicolon-separated BxHxTxD shapes, got {text!r}")
     try:
-        return [parse_shape(p) for p in parts]
+        shapes = [parse_shape(p) for p in parts]
     except (ValueError, TypeError) as e:
-        raise ValueError(f"--shapes: {e}") from None
+        raise ValueError(str(e) if str(e).startswith("--shapes") else f"--shapes: {e}") from None
+    for (B, H, T, D), p in zip(shapes, parts):
+        if B * H * T * D > MAX_SHAPE_ELEMENTS:
+            raise ValueError(f"--shapes: {p} has {B * H * T * D:.3g} elements per tensor, past the "
+                             f"{MAX_SHAPE_ELEMENTS:,} a benchmark tensor may have")
+    return shapes
 
 
 def _sizes(text: str) -> tuple[int, int, int]:

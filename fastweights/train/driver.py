@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import _faults, rundir
+from . import _faults, precision, rundir
 from .checkpoint import CheckpointError, recover, save_checkpoint, write_json_atomic
 from .common import (Budget, StopSignals, capture_rng, device_for_rank, diverged_message, gather_from_ranks,
                      restore_rng, share_best)
@@ -232,6 +232,7 @@ class StepLoop:
         self.model, self.opt, self.sched = model, opt, sched
         self.dist, self.rank, self.world = dist, rank, world
         self.device = device if device is not None else torch.device("cpu")
+        self.precision = precision.resolve(getattr(cfg, "precision", "fp32"), self.device)
         self.ckpt_root = self.run_dir / CKPT
         self.step, self.best, self.elapsed_before = 0, None, 0.0
         self.accum = task.zero_accum()  # train sums since the last train record (this process's)
@@ -275,7 +276,7 @@ class StepLoop:
             pending = _pending_config.pop(rundir._key(self.run_dir), None)
             if pending is not None:  # the start succeeded: now the directory holds a run
                 write_json_atomic(self.run_dir / CONFIG, pending)
-            record_session(self.run_dir, step=self.step, resumed=self.step > 0)
+            record_session(self.run_dir, step=self.step, resumed=self.step > 0, precision=self.precision)
             self.log = RunLog(self.run_dir, task.name, total, self.step, progress, **task.run_log_options())
             for note in self._notes:
                 self.log.message(note)
@@ -297,7 +298,8 @@ class StepLoop:
                 while self.step < total and not out_of_time:
                     # 1. the forward pass
                     batch = task.next_batch()
-                    loss = task.forward(batch)
+                    with self.autocast():
+                        loss = task.forward(batch)
                     loss_sum = loss.sum
                     if _faults.active("nan-at-step", self.step + 1):
                         loss_sum = loss_sum * float("nan")
@@ -391,11 +393,16 @@ class StepLoop:
                              "train_seconds": round(self.budget.elapsed(), 3)})
         self.accum, self.t_last = self.task.zero_accum(), now
 
+    def autocast(self):
+        """The context of the forward passes (training and validation): see :mod:`.precision`."""
+        return precision.autocast(self.precision, self.device)
+
     def _validate_and_save(self) -> None:
         """Rank 0 validates and keeps the best; every process then saves (``best`` too where it improved)."""
         pointers = ["last"]
         if self.rank == 0:
-            metrics = self.task.validate()
+            with self.autocast():
+                metrics = self.task.validate()
             self.log.record({"step": self.step, "split": "valid", **metrics,
                              "train_seconds": round(self.budget.elapsed(), 3)})
             self.log.plot()

@@ -331,6 +331,10 @@ class RunConfig:
     budget_clock: str = option("wall", "what --time-budget counts: 'wall' time or the process's 'cpu' time, all "
                                        "threads summed (fair when runs share a machine)", choices=("wall", "cpu"),
                                metavar="wall|cpu")
+    precision: str = option("fp32", "fp32, bf16 (the forward pass under torch.autocast to bfloat16; weights and "
+                                    "optimizer state stay float32) or auto (bf16 where this machine's measured "
+                                    "bf16 matmul is faster; the choice is recorded)", choices=("fp32", "bf16", "auto"),
+                            metavar="fp32|bf16|auto")
     weight_decay: float = option(0.0, "L2 penalty the optimizer adds to the gradient (torch.optim's weight_decay)",
                                  low=0, high=1)
     layer_options: dict = option({}, "an option of the model's layer, NAME=VALUE (repeatable), e.g. "

@@ -187,12 +187,24 @@ def new_config(command: str, given: dict):
     cfg = cls(**given)
     if "out" not in given:
         cfg = cfg.replace(out=cfg.default_out())
-    return cfg
+    return resolve_precision(cfg)
+
+
+def resolve_precision(cfg):
+    """``cfg`` with ``precision="auto"`` replaced by what it picks here (so the run records, and a resume keeps,
+    the precision it trained in)."""
+    if getattr(cfg, "precision", "fp32") != "auto":
+        return cfg
+    import torch
+
+    from .precision import resolve
+
+    return cfg.replace(precision=resolve("auto", "cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def train(cfg, resume: bool = False, progress: bool | None = None) -> dict:
     """Trains (or with ``resume`` continues) the run ``cfg`` describes, whatever its kind."""
-    return KINDS[cfg.kind].train_fn()(cfg, resume=resume, progress=progress)
+    return KINDS[cfg.kind].train_fn()(resolve_precision(cfg), resume=resume, progress=progress)
 
 
 def evaluate(run_dir, **options) -> dict:
