@@ -1,5 +1,8 @@
 """``fastweights bench ops``: every op x impl x shape, forward + backward, against its reference and SDPA.
 
+The ops, their impls and their inputs come from the op registry (:data:`fastweights.ops.registry.OPS`, each
+op at its first variant, from a zero state); causal softmax attention is added as the baseline.
+
 Each row: median forward+backward milliseconds (dense random upstream gradient), tokens/s (B*T per
 second), peak memory of the forward+backward, the speed-up over the op's step-loop reference and the
 ratio to causal softmax attention (``scaled_dot_product_attention``) at the same shape. Everything at
@@ -18,79 +21,26 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .. import ops
+from ..ops.registry import OPS, OpSpec
 from .timing import clear_grads, fwd_bwd, peak_memory_bytes, time_interleaved
 
 DEFAULT_SHAPES = ((16, 8, 256, 16), (8, 8, 512, 32), (4, 4, 1024, 64))
 
 
 @dataclass(frozen=True)
-class OpSpec:
-    """How to benchmark one op: build its (leaf) inputs, and call it with an impl."""
+class BenchOp:
+    """How to benchmark one op: ``make(B, H, T, D, dtype, seed) -> (inputs, call)`` builds its leaf inputs
+    (a dict of tensors) and ``call(impl) -> output`` runs it on them; ``impls`` are the impls timed."""
 
-    make: Callable[[int, int, int, int, torch.dtype, torch.Generator], dict]
-    call: Callable[[str, dict], torch.Tensor]
+    make: Callable[[int, int, int, int, torch.dtype, int], tuple[dict, Callable[[str], torch.Tensor]]]
     impls: tuple[str, ...]
 
 
-def _randn(gen, dtype, *shape, scale=1.0):
-    return torch.randn(*shape, generator=gen, dtype=dtype) * scale
-
-
-def _leaf(**tensors):
-    return {n: t.detach().requires_grad_() for n, t in tensors.items()}
-
-
-def _qkv_beta(B, H, T, D, dtype, gen):
-    return dict(q=_randn(gen, dtype, B, T, H, D),
-                k=F.normalize(_randn(gen, dtype, B, T, H, D), dim=-1),
-                v=_randn(gen, dtype, B, T, H, D),
-                beta=torch.sigmoid(_randn(gen, dtype, B, T, H)))
-
-
-def _make_linear(B, H, T, D, dtype, gen):
-    x = _qkv_beta(B, H, T, D, dtype, gen)
-    return _leaf(q=F.elu(x["q"]) + 1, k=F.elu(x["k"]) + 1, v=x["v"])
-
-
-def _make_delta(B, H, T, D, dtype, gen):
-    return _leaf(**_qkv_beta(B, H, T, D, dtype, gen))
-
-
-def _make_recurrent_read(B, H, T, D, dtype, gen, gates=None):
-    g = () if gates is None else (gates,)
-    x = dict(q=_randn(gen, dtype, B, T, H, *g, D), k=F.normalize(_randn(gen, dtype, B, T, H, *g, D), dim=-1),
-             v=_randn(gen, dtype, B, T, H, *g, D), beta=torch.sigmoid(_randn(gen, dtype, B, T, H, *g)),
-             rk=torch.softmax(_randn(gen, dtype, B, T, H, *g, D), -1), rv=_randn(gen, dtype, B, T, H, *g, D),
-             rbeta=torch.sigmoid(_randn(gen, dtype, B, T, H, *g)))
-    return _leaf(**x)
-
-
-def _make_rdn(B, H, T, D, dtype, gen):
-    return _leaf(xq=_randn(gen, dtype, B, T, H, D), xk=_randn(gen, dtype, B, T, H, D),
-                 xv=_randn(gen, dtype, B, T, H, D), xbeta=_randn(gen, dtype, B, T, H),
-                 Rq=_randn(gen, dtype, H, D, D, scale=D ** -0.5), Rk=_randn(gen, dtype, H, D, D, scale=D ** -0.5),
-                 Rv=_randn(gen, dtype, H, D, D, scale=D ** -0.5), rbeta=_randn(gen, dtype, H, D, scale=D ** -0.5))
-
-
-def _make_delta_mlp(B, H, T, D, dtype, gen, hidden_mult=4):
-    """One block (K=1), hidden width 4*D as in the layer's default."""
-    hid = hidden_mult * D
-    k1 = F.softmax(_randn(gen, dtype, B, T, H, D), -1)
-    k2 = F.softmax(_randn(gen, dtype, B, T, H, hid), -1)
-    return _leaf(q=_randn(gen, dtype, B, T, H, D), k1=k1, v1=_randn(gen, dtype, B, T, H, hid),
-                 b1=torch.sigmoid(_randn(gen, dtype, B, T, H)), k2=k2, v2=_randn(gen, dtype, B, T, H, D),
-                 b2=torch.sigmoid(_randn(gen, dtype, B, T, H)))
-
-
-def _make_delta_delta(B, H, T, D, dtype, gen):
-    x = _qkv_beta(B, H, T, D, dtype, gen)
-    x["v"] = _randn(gen, dtype, B, T, H, 3 * D + 1)
-    return _leaf(**x)
-
-
-def _make_sdpa(B, H, T, D, dtype, gen):
-    return _leaf(q=_randn(gen, dtype, B, H, T, D), k=_randn(gen, dtype, B, H, T, D), v=_randn(gen, dtype, B, H, T, D))
+def _make_sdpa(B, H, T, D, dtype, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = {n: torch.randn(B, H, T, D, generator=gen, dtype=torch.float64).to(dtype).requires_grad_()
+         for n in ("q", "k", "v")}
+    return x, lambda impl: _softmax_attention(impl, x)
 
 
 def _softmax_attention(impl, x):
@@ -102,22 +52,21 @@ def _softmax_attention(impl, x):
     return torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1) @ x["v"]
 
 
-OP_SPECS: dict[str, OpSpec] = {
-    "softmax_attention": OpSpec(_make_sdpa, _softmax_attention, ("reference", "sdpa")),
-    "linear_attention": OpSpec(_make_linear, lambda impl, x: ops.linear_attention(**x, impl=impl)[0],
-                               ("reference", "chunk")),
-    "delta_rule": OpSpec(_make_delta, lambda impl, x: ops.delta_rule(**x, impl=impl)[0], ("reference", "chunk")),
-    "delta_mlp": OpSpec(_make_delta_mlp,
-                        lambda impl, x: ops.delta_mlp(x["q"], [x["k1"], x["k2"]], [x["v1"], x["v2"]],
-                                                      [x["b1"], x["b2"]], impl=impl)[0], ("reference", "chunk")),
-    "delta_delta": OpSpec(_make_delta_delta, lambda impl, x: ops.delta_delta(**x, impl=impl)[0],
-                          ("reference", "chunk")),
-    "delta_rnn": OpSpec(_make_recurrent_read, lambda impl, x: ops.delta_rnn(**x, impl=impl)[0],
-                        ("reference", "fused")),
-    "delta_lstm": OpSpec(lambda *a: _make_recurrent_read(*a, gates=3),
-                         lambda impl, x: ops.delta_lstm(**x, impl=impl)[0], ("reference", "fused")),
-    "recurrent_delta_rule": OpSpec(_make_rdn, lambda impl, x: ops.recurrent_delta_rule(**x, impl=impl)[0],
-                                   ("reference", "fused")),
+def _from_registry(spec: OpSpec) -> BenchOp:
+    """A registry op at its first variant, from a zero state, without the final state."""
+    variant = next(iter(spec.variants.values()))
+
+    def make(B, H, T, D, dtype, seed):
+        case = spec.make_inputs(B, T, H, D, dtype=dtype, seed=seed, with_state=False, **variant)
+        return case.inputs, lambda impl: spec.run(case, impl, output_final_state=False)[0]
+
+    return BenchOp(make, spec.impls)
+
+
+# causal softmax attention (the baseline every row is compared with), then every op of the registry
+OP_SPECS: dict[str, BenchOp] = {
+    "softmax_attention": BenchOp(_make_sdpa, ("reference", "sdpa")),
+    **{name: _from_registry(spec) for name, spec in OPS.items()},
 }
 
 
@@ -157,18 +106,18 @@ def run_benchmark(op_names=None, shapes=DEFAULT_SHAPES, repeats=5, threads=2, dt
     torch.set_num_threads(threads)
     rows: list[Row] = []
     for B, H, T, D in shapes:
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)  # the upstream gradients
         fns, meta = {}, {}
         for name in names:
             spec = OP_SPECS[name]
-            inputs = spec.make(B, H, T, D, dtype, gen)
+            inputs, call = spec.make(B, H, T, D, dtype, seed)
             for impl in spec.impls:
                 if impl == "reference" and not with_reference:
                     continue
-                out_shape = spec.call(impl, inputs).shape
+                out_shape = call(impl).shape
                 grad = torch.randn(out_shape, generator=gen, dtype=dtype)
-                fn = (lambda spec=spec, impl=impl, inputs=inputs, grad=grad:
-                      fwd_bwd(lambda: spec.call(impl, inputs), inputs, grad))
+                fn = (lambda call=call, impl=impl, inputs=inputs, grad=grad:
+                      fwd_bwd(lambda: call(impl), inputs, grad))
                 fns[(name, impl)] = fn
                 meta[(name, impl)] = inputs
         if progress:

@@ -7,8 +7,9 @@ Conventions (every op):
   * ops return ``(o, final_state)``; ``final_state`` is None unless ``output_final_state=True``.
   * maths runs in ``acc_dtype(x.dtype)``: float64 stays float64, everything else runs in float32.
     Outputs come back in the input dtype; states are kept in the accumulation dtype.
-  * every tensor input shares one floating-point dtype and one device (:func:`check_dtypes_and_device`); an
-    initial state may also be in the accumulation dtype, so a returned final state can be passed back.
+  * every tensor input shares one floating-point dtype and one device (:func:`check_dtypes_and_device`); initial
+    states and slow-net weights may also be in the accumulation dtype (a returned final state can be passed
+    back; float32 parameters meet bfloat16 activations under autocast).
   * B == 0 or T == 0 is a valid call (:func:`empty_result`): an empty output and, as the final state, the
     initial state unchanged (zeros where it is None).
 """
@@ -103,11 +104,12 @@ def resolve_impl(op: str, impl: str, available: Mapping[str, Callable], auto_ord
 
 
 def check_dtypes_and_device(inputs: Sequence[tuple[str, torch.Tensor | None]],
-                            states: Sequence[tuple[str, torch.Tensor | None]] = ()) -> torch.dtype:
-    """Every input shares the first one's floating-point dtype and device; returns that dtype.
+                            acc_ok: Sequence[tuple[str, torch.Tensor | None]] = ()) -> torch.dtype:
+    """Every tensor shares the first input's floating-point dtype and device; returns that dtype.
 
-    ``inputs`` and ``states`` are (name, tensor) pairs (None entries are skipped); the shapes are checked
-    elsewhere. A state may also be in the accumulation dtype (the dtype the ops return states in)."""
+    ``inputs`` and ``acc_ok`` are (name, tensor) pairs (None entries are skipped); the shapes are checked
+    elsewhere. The ``acc_ok`` tensors may also be in the accumulation dtype: initial states (the ops return
+    states in it) and slow-net weights (float32 parameters with bfloat16 activations under autocast)."""
     first, x0 = inputs[0]
     if not x0.is_floating_point():
         raise ValueError(f"{first} must be a floating-point tensor, got dtype {x0.dtype}")
@@ -116,11 +118,11 @@ def check_dtypes_and_device(inputs: Sequence[tuple[str, torch.Tensor | None]],
         if x is not None and x.dtype != x0.dtype:
             raise ValueError(f"{name} has dtype {x.dtype} but {first} has {x0.dtype}; every input must share "
                              f"one floating-point dtype")
-    for name, x in states:
+    for name, x in acc_ok:
         if x is not None and x.dtype not in (x0.dtype, acc):
             allowed = str(x0.dtype) if acc == x0.dtype else f"{x0.dtype} or {acc}"
             raise ValueError(f"{name} has dtype {x.dtype} but must be {allowed} ({first} is {x0.dtype})")
-    for name, x in [*inputs[1:], *states]:
+    for name, x in [*inputs[1:], *acc_ok]:
         if x is not None and x.device != x0.device:
             raise ValueError(f"{name} is on {x.device} but {first} is on {x0.device}; every tensor must be on "
                              f"one device")

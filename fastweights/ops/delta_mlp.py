@@ -67,15 +67,16 @@ def delta_mlp(q, keys, values, betas, *, ln_weight=None, ln_bias=None, ln_eps=1e
         shapes += [(B, H, d, h), (B, H, h, d)]
     s0 = unpack_state(initial_state, names, shapes)
     tensors = [("q", q)] + [(f"{seq}[{i}]", x) for seq, xs in (("keys", keys), ("values", values), ("betas", betas))
-                            for i, x in enumerate(xs)] + [("ln_weight", ln_weight), ("ln_bias", ln_bias)]
-    check_dtypes_and_device(tensors, [(f"initial_state.{n}", s) for n, s in zip(names, s0)])
+                            for i, x in enumerate(xs)]
+    weights = [("ln_weight", ln_weight), ("ln_bias", ln_bias)]
+    check_dtypes_and_device(tensors, weights + [(f"initial_state.{n}", s) for n, s in zip(names, s0)])
     if not isinstance(ln_eps, (int, float)) or isinstance(ln_eps, bool) or not ln_eps > 0:
         raise ValueError(f"ln_eps must be a positive float, got {ln_eps!r}")
     check_positive_int("chunk_size", chunk_size)
     fn = resolve_impl("delta_mlp", impl, {"reference": _delta_mlp_reference, "chunk": _delta_mlp_chunk},
                       ["chunk"], q.device)
     if B == 0 or T == 0:
-        o, final = empty_result([x for _, x in tensors] + list(s0), (B, T, H, d), q.dtype, s0, shapes)
+        o, final = empty_result([x for _, x in tensors + weights] + list(s0), (B, T, H, d), q.dtype, s0, shapes)
         return o, (final if output_final_state else None)
 
     dt = acc_dtype(q.dtype)

@@ -69,7 +69,7 @@ def recurrent_delta_rule(xq, xk, xv, xbeta, Rq, Rk, Rv, rbeta, *, initial_state=
     s0, y0 = unpack_state(initial_state, ["S", "y"], [(B, H, D, D), (B, H, D)])
     named = [("xq", xq), ("xk", xk), ("xv", xv), ("xbeta", xbeta), ("Rq", Rq), ("Rk", Rk), ("Rv", Rv),
              ("rbeta", rbeta)]
-    in_dtype = check_dtypes_and_device(named, [("initial_state.S", s0), ("initial_state.y", y0)])
+    in_dtype = check_dtypes_and_device(named[:4], [*named[4:], ("initial_state.S", s0), ("initial_state.y", y0)])
     fn = resolve_impl("recurrent_delta_rule", impl, {"reference": _rdn_reference, "fused": _rdn_fused},
                       ["fused"], xq.device)
     if B == 0 or T == 0:
