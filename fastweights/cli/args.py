@@ -8,6 +8,7 @@ one line naming the flag (``fastweights: error: --steps: ...``) and exit code 2.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -24,6 +25,8 @@ def number(flag: str, integer: bool = True, low=None, high=None, low_open: bool 
 
     def parse(text: str):
         value = parse_number(text, integer, flag)
+        if not math.isfinite(value):
+            raise ValueError(f"{flag}: expected a finite number, got {text!r}")
         if (low is not None and (value <= low if low_open else value < low)) or (high is not None and value > high):
             lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
             hi = "" if high is None else f"<= {high:g}"

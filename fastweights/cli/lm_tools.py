@@ -29,10 +29,20 @@ def add_data_wikitext(data_sub) -> None:
     d = data_sub.add_parser("wikitext-103", help="download and verify the official WikiText-103 archive")
     d.add_argument("--out", required=True, metavar="DIR", type=output_dir("--out"),
                    help="directory for wiki.{train,valid,test}.tokens")
-    d.add_argument("--url", default=None, help="archive address (default: the official one)")
+    d.add_argument("--url", type=_url, default=None, help="archive address, http(s):// or file:// (default: the "
+                                                          "official one)")
     d.add_argument("--timeout", type=number("--timeout", integer=False, low=0, low_open=True, high=86400), default=30.0,
                    help="network timeout in seconds (default 30)")
     d.set_defaults(func=data_wikitext_command)
+
+
+def _url(text: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https", "file") or not (parts.netloc or parts.path.strip("/")):
+        raise ValueError(f"--url: expected an http://, https:// or file:// address, got {text!r}")
+    return text.strip()
 
 
 # ---- eval, generate ------------------------------------------------------------------------------------

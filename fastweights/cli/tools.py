@@ -190,6 +190,7 @@ def _data(args) -> int:
 
     opts = {"num_vars": args.vars, "length": args.length} if args.task == "code-exec" else \
         {"depth": args.depth, "ops": args.ops}
+    _check_data_out(args, opts)
     start = time.perf_counter()
     splits = make_splits(args.task, sizes=args.sizes, seed=args.seed, **opts)
     try:
@@ -200,6 +201,29 @@ def _data(args) -> int:
     Console(stderr=True).log(f"wrote {args.task} train/valid/test {sizes} to {args.out} "
                              f"in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def _check_data_out(args, opts: dict) -> None:
+    """``data --out DIR`` where DIR already holds another data set is refused before generating (existing
+    files are never overwritten; the very same data set is accepted, and nothing is rewritten)."""
+    import json
+    from pathlib import Path
+
+    from ..tasks.splits import SPLIT_FILES
+
+    out = Path(args.out)
+    present = [name for name in SPLIT_FILES if (out / name).exists()]
+    if not present:
+        return
+    try:
+        meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+        same = (meta.get("task") == args.task and meta.get("options") == opts and meta.get("seed") == args.seed
+                and list((meta.get("sizes") or {}).values()) == list(args.sizes))
+    except (OSError, ValueError, AttributeError):
+        same = False
+    if not same:
+        raise ValueError(f"--out: {args.out} already holds {', '.join(present)} of another data set; choose a new "
+                         f"or empty directory (existing files are not overwritten)")
 
 
 def _listops_ops(text: str) -> list[str]:

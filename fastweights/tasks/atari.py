@@ -49,6 +49,15 @@ def have_ale() -> bool:
     return True
 
 
+MISSING_ALE = "Atari games need ale-py and gymnasium, which are not installed: pip install 'fastweights[atari]'"
+
+
+def require_ale() -> None:
+    """A one-line ``ValueError`` naming the extra to install unless gymnasium and ale-py can be imported."""
+    if gym is None or not have_ale():
+        raise ValueError(MISSING_ALE)
+
+
 def _area_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     """Area averaging from n_in to n_out pixels along one axis: output pixel i covers the input span
     ``[i, i+1) * n_in / n_out``. Returns ``(index [n_out, K], weight [n_out, K])`` so that
@@ -88,8 +97,7 @@ class AtariEnv(gym.Env if gym is not None else object):
 
     def __init__(self, game: str = "Pong", frame_skip: int = 4, frame_stack: int = 4, noop_max: int = 30,
                  max_episode_frames: int = 108_000, episodic_life: bool = False, fire_reset: bool = False):
-        if gym is None or not have_ale():
-            raise ImportError("Atari needs gymnasium and ale-py: pip install -e '.[atari]'")
+        require_ale()
         import ale_py
 
         gym.register_envs(ale_py)

@@ -23,21 +23,24 @@ LOWER_IS_BETTER = ("loss", "perplexity", "ppl")
 
 
 def load_run(run_dir: str | os.PathLike) -> dict:
-    """``{"dir", "name", "config", "summary", "records"}`` of one run directory (ValueError if it is not one)."""
+    """``{"dir", "name", "kind", "config", "summary", "records"}`` of one run directory (a one-line ValueError
+    if it is not one, or its config.json names no run kind)."""
+    from .runs import kind_of_record, read_record
+
+    if Path(run_dir).is_dir() and not (Path(run_dir) / "config.json").exists():
+        raise ValueError(f"{run_dir}: not a run directory (no config.json)")
+    config = read_record(run_dir)
+    kind = kind_of_record(config)
+    if kind is None:
+        raise ValueError(f"{run_dir}: config.json names no known run kind (supervised, lm, rl)")
     run_dir = Path(run_dir)
-    try:
-        config = json.loads((run_dir / "config.json").read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{run_dir}: not a run directory (no config.json)") from None
-    except ValueError as e:
-        raise ValueError(f"{run_dir}/config.json: not valid JSON ({e})") from None
     summary = {}
     if (run_dir / "summary.json").exists():
         try:
             summary = json.loads((run_dir / "summary.json").read_text())
         except ValueError:
             summary = {}
-    return {"dir": str(run_dir), "name": run_dir.name, "config": config, "summary": summary,
+    return {"dir": str(run_dir), "name": run_dir.name, "kind": kind, "config": config, "summary": summary,
             "records": read_metrics(run_dir)}
 
 
@@ -71,6 +74,10 @@ def summarize_run(run: dict, metric: str | None = None, test: bool = False) -> d
            "final_valid": valid[-1][metric] if valid else None, "stopped": s.get("stopped")}
     if test:
         from .loop import evaluate_run
+
+        if run.get("kind", "supervised") != "supervised":
+            raise ValueError(f"{run['dir']} is {'a language-model' if run['kind'] == 'lm' else 'an RL'} run; "
+                             f"only algorithmic-task runs are scored on a test split here (use 'fastweights eval')")
 
         try:
             row["test"] = evaluate_run(run["dir"], "test", "best", cache=True)
