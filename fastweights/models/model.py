@@ -229,18 +229,47 @@ class FWPModel(nn.Module):
             out = [prompt_ids]
             h, state = self.hidden(prompt_ids, state)
             for i in range(max_new_tokens):
-                scores = self._word_scores(h[:, -1]).float() / temperature  # [B, vocab]
-                if top_k is not None and top_k < scores.shape[-1]:
-                    kth = torch.topk(scores, top_k, dim=-1).values[:, -1:]
-                    scores = scores.masked_fill(scores < kth, float("-inf"))
-                probs = F.softmax(scores, dim=-1)
-                nxt = torch.multinomial(probs, 1, generator=generator)  # [B, 1]
+                nxt = self._next_word(h[:, -1], temperature, top_k, generator)  # [B, 1]
                 out.append(nxt)
                 if i + 1 < max_new_tokens:
                     h, state = self.hidden(nxt, state)
             return torch.cat(out, dim=1)
         finally:
             self.train(was_training)
+
+
+    def _next_word(self, h: torch.Tensor, temperature: float, top_k: int | None, generator) -> torch.Tensor:
+        """One sampled word per row of ``h`` [B, d_model] -> [B, 1].
+
+        ``top_k=1`` is the argmax. With the adaptive softmax, temperature 1 and no top-k, the word is drawn
+        in two stages, the head's entry (a shortlist word or a cluster), then a word of the chosen cluster,
+        so only the tails drawn are computed: the same distribution as the full one, at a fraction of its
+        cost. Otherwise the full distribution is formed. Draws use inverse-CDF sampling (one uniform number a
+        row), which costs a cumulative sum instead of ``torch.multinomial``'s exponential draw per word."""
+        if top_k == 1:
+            return self._word_scores(h).argmax(dim=-1, keepdim=True)
+        if self.asm is not None and temperature == 1 and top_k is None:
+            asm = self.asm
+            head = F.softmax(asm.head(h).float(), dim=-1)  # [B, shortlist + clusters]
+            nxt = _inverse_cdf(head, generator)
+            for row in (nxt[:, 0] >= asm.shortlist_size).nonzero().flatten().tolist():
+                c = int(nxt[row, 0]) - asm.shortlist_size
+                tail = F.softmax(asm.tail[c](h[row:row + 1]).float(), dim=-1)
+                nxt[row, 0] = asm.cutoffs[c] + _inverse_cdf(tail, generator)[0, 0]
+            return nxt
+        scores = self._word_scores(h).float() / temperature  # [B, vocab]
+        if top_k is not None and top_k < scores.shape[-1]:
+            kth = torch.topk(scores, top_k, dim=-1).values[:, -1:]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
+        return _inverse_cdf(F.softmax(scores, dim=-1), generator)
+
+
+def _inverse_cdf(probs: torch.Tensor, generator=None) -> torch.Tensor:
+    """One index per row of ``probs`` [B, N] drawn with those probabilities: [B, 1] (zero-probability entries
+    are never drawn)."""
+    cdf = probs.cumsum(dim=-1)
+    u = torch.rand(probs.shape[0], 1, generator=generator, dtype=cdf.dtype, device=cdf.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).clamp_(max=probs.shape[-1] - 1)
 
 
 def last_valid(h: torch.Tensor, lengths=None) -> torch.Tensor:
