@@ -25,6 +25,45 @@ import torch.nn.functional as F
 from .base import check_positive_int, head_dims, register
 
 
+def empty_kv_cache(x: torch.Tensor, length: int, num_heads: int, head_dim: int):
+    """A fresh key/value cache for :func:`cached_attention`: ``length`` zero entries, all invalid, in x's
+    dtype and on its device, for a batch of ``x.shape[0]``."""
+    k = x.new_zeros(x.shape[0], length, num_heads, head_dim)
+    return k, torch.zeros_like(k), torch.zeros(x.shape[0], length, dtype=torch.bool, device=x.device)
+
+
+def cached_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache, window: int | None = None):
+    """Causal softmax attention of ``q, k, v [B, T, H, D]`` over a key/value cache and themselves.
+
+    ``cache`` is ``(k [B, L, H, D], v [B, L, H, D], valid [B, L] bool)`` (see :func:`empty_kv_cache`): the
+    cached keys and values precede the T new ones, and invalid entries are never attended to. With
+    ``window=W`` each query attends to itself and the ``W - 1`` positions before it, and the returned cache
+    keeps only the last ``W - 1`` entries (all of them when ``window`` is None).
+
+    Returns ``(o [B, T, H, D], new cache)``; o is a view of a ``[B, H, T, D]`` tensor."""
+    B, T = q.shape[:2]
+    k_cache, v_cache, valid = cache
+    k_cache, v_cache = k_cache.to(k.dtype), v_cache.to(v.dtype)
+    L = k_cache.shape[1]
+    keys = torch.cat([k_cache, k], dim=1)  # [B, L + T, H, D]
+    values = torch.cat([v_cache, v], dim=1)
+    valid = torch.cat([valid.to(torch.bool), torch.ones(B, T, dtype=torch.bool, device=q.device)], dim=1)
+
+    q_pos = torch.arange(L, L + T, device=q.device)[:, None]  # [T, 1] positions in the concatenation
+    k_pos = torch.arange(L + T, device=q.device)[None, :]  # [1, L + T]
+    allowed = k_pos <= q_pos
+    if window is not None:
+        allowed = allowed & (k_pos > q_pos - window)
+    mask = allowed[None, None] & valid[:, None, None, :]  # [B, 1, T, L + T]; each query sees itself
+    o = F.scaled_dot_product_attention(q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2),
+                                       attn_mask=mask)  # [B, H, T, D]
+
+    if window is not None and keys.shape[1] > window - 1:
+        start = keys.shape[1] - (window - 1)
+        keys, values, valid = keys[:, start:].clone(), values[:, start:].clone(), valid[:, start:].clone()
+    return o.transpose(1, 2), (keys, values, valid)
+
+
 @register("transformer")
 class SoftmaxAttention(nn.Module):
     """Causal multi-head softmax attention with a key/value cache as its state.
@@ -47,32 +86,9 @@ class SoftmaxAttention(nn.Module):
         B, T, _ = x.shape
         H, D = self.num_heads, self.head_dim
         q, k, v = self.qkv(x).view(B, T, 3, H, D).unbind(2)  # each [B, T, H, D]
-        if state is None:
-            k_cache = x.new_zeros(B, 0, H, D)
-            v_cache = x.new_zeros(B, 0, H, D)
-            valid = torch.zeros(B, 0, dtype=torch.bool, device=x.device)
-        else:
-            k_cache, v_cache, valid = state
-            k_cache, v_cache = k_cache.to(k.dtype), v_cache.to(v.dtype)
-        L = k_cache.shape[1]
-        keys = torch.cat([k_cache, k], dim=1)  # [B, L + T, H, D]
-        values = torch.cat([v_cache, v], dim=1)
-        valid = torch.cat([valid.to(torch.bool), torch.ones(B, T, dtype=torch.bool, device=x.device)], dim=1)
-
-        q_pos = torch.arange(L, L + T, device=x.device)[:, None]  # [T, 1] positions in the concatenation
-        k_pos = torch.arange(L + T, device=x.device)[None, :]  # [1, L + T]
-        allowed = k_pos <= q_pos
-        if self.window is not None:
-            allowed = allowed & (k_pos > q_pos - self.window)
-        mask = allowed[None, None] & valid[:, None, None, :]  # [B, 1, T, L + T]; each query sees itself
-        o = F.scaled_dot_product_attention(q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2),
-                                           attn_mask=mask)  # [B, H, T, D]
-        y = self.out(o.transpose(1, 2).reshape(B, T, H * D))
-
-        if self.window is not None and keys.shape[1] > self.window - 1:
-            start = keys.shape[1] - (self.window - 1)
-            keys, values, valid = keys[:, start:].clone(), values[:, start:].clone(), valid[:, start:].clone()
-        return y, (keys, values, valid)
+        cache = empty_kv_cache(x, 0, H, D) if state is None else state
+        o, state = cached_attention(q, k, v, cache, self.window)
+        return self.out(o.reshape(B, T, H * D)), state
 
 
 @register("lstm")
