@@ -1,4 +1,4 @@
-"""The seven fast-weight layers: state carrying (whole == steps == halves), done-mask resets, padding,
+"""The fast-weight layers: state carrying (whole == steps == halves), done-mask resets, padding,
 gradients through carried state, option validation, and the options themselves. float64 throughout."""
 
 from __future__ import annotations
@@ -8,12 +8,13 @@ import math
 import pytest
 import torch
 
-from fastweights.layers import build_layer, detach_state, reset_state
+from fastweights.layers import build_layer, detach_state, layer_names, reset_state
 from fastweights.layers import fwp
 
 from .helpers import shape_id
 
-NAMES = ["lt", "deltanet", "delta-mlp", "delta-delta", "delta-rnn", "delta-lstm", "rdn"]
+# every registered fast-weight layer (the baselines have their own tests)
+NAMES = [n for n in layer_names() if isinstance(build_layer(n, d_model=8, num_heads=2), fwp.FastWeightLayer)]
 B, T, D_MODEL, H = 2, 17, 32, 4
 DIMS = shape_id(B=B, T=T, D=D_MODEL, H=H)
 TOL = dict(rtol=1e-5, atol=1e-9)
@@ -53,6 +54,10 @@ def assert_states_close(a, b, **tol):
 
 # ----------------------------------------------------------------------------------------------
 # structure
+
+
+def test_names_come_from_the_layer_registry():
+    assert {getattr(fwp, c).layer_name for c in fwp.__all__} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES, ids=[f"{n}-{DIMS}" for n in NAMES])
@@ -261,13 +266,14 @@ def test_reference_impl_equals_auto(name, opts):
         layer = make(name, impl=impl, **opts)
         x = inputs(t=9, seed=1).requires_grad_()
         _, s0 = make(name, **opts)(inputs(t=4, seed=3))
-        s0 = tuple(t.detach().requires_grad_() for t in s0)
+        s0 = tuple(t.detach().requires_grad_(t.is_floating_point()) for t in s0)  # a state may hold a bool mask
         y, s = layer(x, s0)
         g = torch.Generator().manual_seed(0)
         loss = (y * torch.randn(y.shape, generator=g, dtype=y.dtype)).sum()
-        loss = loss + sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in s)
+        loss = loss + sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in s
+                          if t.is_floating_point())
         params = list(layer.parameters())
-        grads = torch.autograd.grad(loss, [x, *s0, *params])
+        grads = torch.autograd.grad(loss, [x, *(t for t in s0 if t.requires_grad), *params])
         results.append((y, s, grads))
     (y_ref, s_ref, g_ref), (y_auto, s_auto, g_auto) = results
     torch.testing.assert_close(y_auto, y_ref, **TOL)

@@ -95,8 +95,10 @@ class FastWeightLayer(nn.Module):
         """``x [B, T, d_model]`` -> one ``[B, T, H, size]`` tensor per entry of ``self.sizes``."""
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"{self.layer_name}: x must have shape [B, T, {self.d_model}], got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"{self.layer_name}: x must be a floating-point tensor, got dtype {x.dtype}")
         B, T, _ = x.shape
-        return list(self.in_proj(x).view(B, T, self.num_heads, -1).split(self.sizes, dim=-1))
+        return list(self.in_proj(x).view(B, T, self.num_heads, sum(self.sizes)).split(self.sizes, dim=-1))
 
     def merge(self, o: torch.Tensor) -> torch.Tensor:
         """``o [B, T, H, d]`` -> ``[B, T, d_model]`` (concatenate the heads, then W_o)."""
@@ -272,7 +274,7 @@ class DeltaLSTM(FastWeightLayer):
     def forward(self, x, state=None):
         state = self.check_state(state)
         # each [B, T, H, 3, size] with the gates stacked in dim 3 in the order (i, u, o)
-        q, k, v, beta, rk, rv, rbeta = (p.unflatten(-1, (3, -1)) for p in self.project(x))
+        q, k, v, beta, rk, rv, rbeta = (p.unflatten(-1, (3, p.shape[-1] // 3)) for p in self.project(x))
         q, k = elu1_sn(q), elu1_sn(k)
         rk = torch.softmax(rk, dim=-1)
         beta, rbeta = torch.sigmoid(beta.squeeze(-1)), torch.sigmoid(rbeta.squeeze(-1))  # [B, T, H, 3]
