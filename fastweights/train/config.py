@@ -135,6 +135,9 @@ class TrainConfig(ModelRunConfig):
                                         "generating them", flag="--data", metavar="DIR")
     steps: int | None = redeclare(ModelRunConfig, "steps", None, "optimizer steps (default 5000)")
     epochs: int | None = option(None, "epochs instead of --steps", low=1, high=10**7, resumable=True)
+    bucket_batches: int = option(50, "length buckets: sort each pool of N batches of the epoch by length, so batches "
+                                     "need little padding (the epoch's examples and the random batch order stay; 0 or "
+                                     "1: off)", low=0, high=10**6)
     loss_positions: str = option("prints", "'prints' (executed-print positions) or 'all' tokens",
                                  choices=LOSS_POSITIONS, flag="--loss-on", commands=("code-exec",))
 
@@ -166,6 +169,14 @@ class TrainConfig(ModelRunConfig):
             raise ConfigError("batch_size", f"batch_size ({self.batch_size}) is larger than the training split "
                                             f"({self.sizes[0]} examples)")
         check_model(self, self.model_config)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        from .options import config_from_dict
+
+        if isinstance(data, dict) and "bucket_batches" not in data:
+            data = {**data, "bucket_batches": 0}  # runs saved before length buckets drew plain batches
+        return config_from_dict(cls, data)
 
     def resume_fixups(self, changes: dict) -> dict:
         if "steps" in changes:

@@ -58,12 +58,23 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
     ``batch_size`` is the global batch; incomplete last batches are dropped (so every step sees the
     same number of examples), except that a split smaller than one batch gives one batch of everything.
     With ``world > 1`` each process yields its share ``global_batch[rank::world]``.
+
+    Length buckets (``lengths`` given and ``pool`` > 1): the epoch's permutation is cut into pools of ``pool``
+    batches; each pool is sorted by length and cut into batches, and the order of all the epoch's batches is
+    then shuffled (from ``(seed, epoch)`` again). An epoch holds the same examples as without buckets, every
+    batch has examples of similar length (little padding), and the order still depends on ``(seed, epoch)``
+    alone, so ``(epoch, batch)`` still resumes exactly.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1,
+                 lengths=None, pool: int = 0):
         if n < 1:
             raise ValueError("the training split is empty")
+        if lengths is not None and len(lengths) != n:
+            raise ValueError(f"lengths must give one length per example ({n}), got {len(lengths)}")
         self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.lengths = None if lengths is None else torch.as_tensor(lengths, dtype=torch.long)
+        self.pool = pool
         self.epoch, self.start = 0, 0
 
     @property
@@ -77,14 +88,25 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(self.n, generator=g)
 
+    def batches(self, epoch: int) -> list[torch.Tensor]:
+        """The global batches of ``epoch``, in order."""
+        perm = self.permutation(epoch)
+        bs = min(self.batch_size, self.n)
+        perm = perm[:self.batches_per_epoch * bs]
+        if self.lengths is None or self.pool <= 1:
+            return list(perm.split(bs))
+        batches = []
+        for chunk in perm.split(self.pool * bs):
+            by_length = chunk[torch.sort(self.lengths[chunk], stable=True).indices]
+            batches.extend(by_length.split(bs))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 7_919_000_000)
+        return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+
     def __len__(self) -> int:
         return self.batches_per_epoch - self.start
 
     def __iter__(self) -> Iterator[list[int]]:
-        perm = self.permutation(self.epoch)
-        bs = min(self.batch_size, self.n)
-        for i in range(self.start, self.batches_per_epoch):
-            batch = perm[i * bs:(i + 1) * bs]
+        for batch in self.batches(self.epoch)[self.start:]:
             yield batch[self.rank::self.world].tolist()
 
 
@@ -97,9 +119,10 @@ def make_loader(dataset: EncodedSplit, batch_sampler) -> torch.utils.data.DataLo
 
 
 def eval_batches(dataset: EncodedSplit, batch_size: int):
-    """The split in order, in batches (sorted by nothing: the order of the file)."""
-    for i in range(0, len(dataset), batch_size):
-        yield collate(dataset.task, [dataset[j] for j in range(i, min(i + batch_size, len(dataset)))])
+    """The whole split in batches of similar length (sorted by length: little padding; every example once)."""
+    order = sorted(range(len(dataset)), key=lambda j: len(dataset.ids[j]))
+    for i in range(0, len(order), batch_size):
+        yield collate(dataset.task, [dataset[j] for j in order[i:i + batch_size]])
 
 
 # --------------------------------------------------------------------------------------- objectives

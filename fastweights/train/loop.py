@@ -171,7 +171,8 @@ class _SupervisedTask(Task):
         self.cfg, self.model, self.valid_set, self.device, self.world = cfg, model, valid_set, device, world
         self.name = cfg.task
         self.net = model  # what the forward pass calls: the model, or its DDP wrapper
-        self.sampler = ResumableBatchSampler(len(train_set), cfg.batch_size, cfg.seed, rank, world)
+        self.sampler = ResumableBatchSampler(len(train_set), cfg.batch_size, cfg.seed, rank, world,
+                                             lengths=[len(x) for x in train_set.ids], pool=cfg.bucket_batches)
         self.loader = make_loader(train_set, self.sampler)
         self.total = cfg.steps if cfg.steps is not None else cfg.epochs * self.sampler.batches_per_epoch
         self.epoch, self.batch = 0, 0  # the data position: the next batch is batch `batch` of epoch `epoch`
