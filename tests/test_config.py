@@ -16,7 +16,7 @@ from fastweights.rl.config import RLConfig
 from fastweights.train.config import TrainConfig
 from fastweights.train.lm_config import LMConfig
 from fastweights.train.options import ConfigError, flag_of, opt_of, parse_number
-from fastweights.train.runs import KINDS, config_record, load_config, migrate, resume_config
+from fastweights.train.runs import KINDS, config_record, load_config, resume_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--vars", "3", "--length", "8", "--sizes", "64,16,16", "--steps", "2", "--batch-size", "8", "--d-model", "16",

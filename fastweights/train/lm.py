@@ -39,7 +39,7 @@ import torch.nn as nn
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .common import gather_from_ranks, init_distributed
-from .driver import (CKPT, CONFIG, BatchLoss, StepLoop, Task, distributed, release_run, seeded_model_and_optimizer,
+from .driver import (CKPT, BatchLoss, StepLoop, Task, distributed, release_run, seeded_model_and_optimizer,
                      start_run, write_run_config)
 from .lm_config import LMConfig, LMConfigError
 from .runs import RunError, load_config, resume_config, run_kind

@@ -32,7 +32,7 @@ from .common import init_distributed
 from .config import TrainConfig, TrainConfigError
 from .data import (COUNT_KEYS, MAIN_METRIC, EncodedSplit, ResumableBatchSampler, eval_batches, make_loader,
                    objective, summarize)
-from .driver import (CKPT, CONFIG, BatchLoss, StepLoop, Task, distributed, release_run,
+from .driver import (CKPT, BatchLoss, StepLoop, Task, distributed, release_run,
                      seeded_model_and_optimizer,
                      start_run, write_run_config)
 

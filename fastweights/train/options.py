@@ -30,7 +30,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-MISSING = dataclasses.MISSING
 NONE_WORDS = ("none", "off")
 BOOL_WORDS = {"on": True, "true": True, "yes": True, "1": True, "off": False, "false": False, "no": False,
               "0": False}

@@ -59,7 +59,8 @@ KINDS: dict[str, RunKind] = {
     "supervised": RunKind(
         "supervised", "fastweights.train.config:TrainConfig", "fastweights.train.loop:train",
         "fastweights.train.loop:evaluate_run",
-        {"code-exec": "code execution: print accuracy and sequence accuracy", "listops": "sequential ListOps: accuracy"},
+        {"code-exec": "code execution: print accuracy and sequence accuracy",
+         "listops": "sequential ListOps: accuracy"},
         "an algorithmic task (the paper's recipe by default)"),
     "lm": RunKind(
         "lm", "fastweights.train.lm_config:LMConfig", "fastweights.train.lm:train_lm",
@@ -67,10 +68,17 @@ KINDS: dict[str, RunKind] = {
         {"lm": "word-level language model on WikiText-103 (adaptive softmax, tied embeddings, warm-up + cosine)"},
         "language modelling"),
     "rl": RunKind(
-        "rl", "fastweights.rl.config:RLConfig", "fastweights.rl.impala:train", "fastweights.rl.evaluate:evaluate_rl_run",
+        "rl", "fastweights.rl.config:RLConfig", "fastweights.rl.impala:train",
+        "fastweights.rl.evaluate:evaluate_rl_run",
         {"atari": "IMPALA on an Atari game (the paper's recipe; needs ale-py)",
          "memory": "IMPALA on the cue-recall memory environment (seconds to minutes on a CPU)"},
         "reinforcement learning (IMPALA)"),
+    "formal": RunKind(
+        "formal", "fastweights.train.formal:FormalConfig", "fastweights.train.formal:train_formal",
+        "fastweights.train.formal:evaluate_formal_run",
+        {"formal": "formal-language recognition: next-symbol sets of parity, Dyck-1, counters, ... (string accuracy "
+                   "on the training lengths and on longer strings)"},
+        "formal-language recognition"),
 }
 
 
@@ -124,13 +132,14 @@ def require_kind(run_dir, *allowed: str, what: str) -> str:
     kind = run_kind(run_dir)
     if kind not in allowed:
         names = " or ".join({"supervised": "an algorithmic-task", "lm": "a language-model",
-                             "rl": "an RL"}[k] for k in allowed)
+                             "rl": "an RL"}.get(k, f"a {k}") for k in allowed)
         raise ValueError(f"{run_dir} is {_article(kind)} run; {what} needs {names} run")
     return kind
 
 
 def _article(kind: str) -> str:
-    return {"supervised": "an algorithmic-task (supervised)", "lm": "a language-model", "rl": "an RL"}[kind]
+    return {"supervised": "an algorithmic-task (supervised)", "lm": "a language-model", "rl": "an RL"}.get(kind,
+                                                                                                      f"a {kind}")
 
 
 def load_config(run_dir, expect: str | None = None):
