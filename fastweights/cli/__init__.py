@@ -25,6 +25,7 @@ def build_parser():
     add_train_commands(sub)
     add_tool_commands(sub)
     add_migrate_command(sub)
+    __import__("fastweights.cli.export", fromlist=["_"]).add_export_command(sub)
     return parser
 
 
