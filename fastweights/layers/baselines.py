@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..ops._utils import acc_dtype
 from .base import check_positive_int, head_dims, register
 
 
@@ -86,7 +87,8 @@ class SoftmaxAttention(nn.Module):
         B, T, _ = x.shape
         H, D = self.num_heads, self.head_dim
         q, k, v = self.qkv(x).view(B, T, 3, H, D).unbind(2)  # each [B, T, H, D]
-        cache = empty_kv_cache(x, 0, H, D) if state is None else state
+        # the cache keeps the projections' dtype (bfloat16 under autocast): it only stores them, no sums
+        cache = empty_kv_cache(k, 0, H, D) if state is None else state
         o, state = cached_attention(q, k, v, cache, self.window)
         return self.out(o.reshape(B, T, H * D)), state
 
@@ -110,4 +112,5 @@ class LSTMLayer(nn.Module):
             h, c = state
             hx = (h.to(x.dtype).unsqueeze(0).contiguous(), c.to(x.dtype).unsqueeze(0).contiguous())
         y, (h, c) = self.lstm(x, hx)
-        return y, (h.squeeze(0), c.squeeze(0))
+        acc = acc_dtype(x.dtype)  # the state stays float32 under autocast (which runs the LSTM in bfloat16)
+        return y, (h.squeeze(0).to(acc), c.squeeze(0).to(acc))

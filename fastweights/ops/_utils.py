@@ -12,13 +12,19 @@ Conventions (every op):
     back; float32 parameters meet bfloat16 activations under autocast).
   * B == 0 or T == 0 is a valid call (:func:`empty_result`): an empty output and, as the final state, the
     initial state unchanged (zeros where it is None).
+  * under ``torch.autocast`` every op is a float32 op (:func:`autocast_float32`, the decorator on every public
+    op): it runs with autocast off on float32 copies of its float16/bfloat16 inputs, so the state, the
+    intra-chunk triangular solves and the recurrences stay float32, and it returns float32 outputs and states.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Mapping, Sequence
 
 import torch
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -146,3 +152,86 @@ def empty_result(inputs: Sequence[torch.Tensor | None], o_shape: Sequence[int], 
     final = tuple(x0.new_zeros(tuple(shape), dtype=acc) if s is None else s.to(dtype=acc, copy=True)
                   for s, shape in zip(initial_state, state_shapes))
     return o, final
+
+
+# ------------------------------------------------------------------------------------------------ autocast
+
+
+def _first_tensor(x) -> torch.Tensor | None:
+    """The first tensor in a (nested) tuple / list / dict of arguments, or None."""
+    if isinstance(x, torch.Tensor):
+        return x
+    items = x.values() if isinstance(x, dict) else x if isinstance(x, (tuple, list)) else ()
+    for item in items:
+        t = _first_tensor(item)
+        if t is not None:
+            return t
+    return None
+
+
+def _to_float32(x):
+    """Float16 / bfloat16 tensors (nested in tuples, lists and dicts) as float32; everything else unchanged."""
+    if isinstance(x, torch.Tensor):
+        return x.float() if x.dtype in _LOW_PRECISION else x
+    if isinstance(x, dict):
+        return {k: _to_float32(v) for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return type(x)(_to_float32(v) for v in x)
+    return x
+
+
+def autocast_device(*args) -> str | None:
+    """The device type of the first tensor in ``args`` if autocast is on for it, else None."""
+    t = _first_tensor(args)
+    if t is None:
+        return None
+    device = t.device.type
+    if not torch.amp.is_autocast_available(device) or not torch.is_autocast_enabled(device):
+        return None
+    return device
+
+
+def autocast_float32(op: Callable) -> Callable:
+    """Makes ``op`` a float32 op under ``torch.autocast``; outside autocast it is called unchanged.
+
+    Under autocast (for the device of the op's first tensor argument) the float16 / bfloat16 tensors among the
+    arguments (also inside lists and tuples, e.g. initial states) become float32 copies and the op runs with
+    autocast off, so none of its matmuls is re-cast to low precision: the fast-weight state, the intra-chunk
+    triangular solve (which has no bfloat16 kernel) and the recurrences accumulate in float32 as they do without
+    autocast. Float32 inputs (weights, carried states) go in as they are; float64 ones too (autocast leaves
+    float64 alone). The output and the final state come back in float32, as from autocast's own float32 ops
+    (``layer_norm``, ``softmax`` on CUDA): the layer's output projection casts the output to low precision
+    itself, so returning float32 costs no extra cast there and keeps the accumulation's precision for whatever
+    comes in between. The casts are differentiable: gradients reach low-precision inputs in their own dtype.
+
+    A plain, measured choice: with small head sizes (D = 16..64, chunks of 32) the op's batched matmuls are too
+    small for bfloat16 to win back the casts around them, and float32 keeps the op's results those of the
+    float32 reference."""
+
+    @functools.wraps(op)
+    def wrapper(*args, **kwargs):
+        device = autocast_device(args, kwargs)
+        if device is None:
+            return op(*args, **kwargs)
+        args, kwargs = _to_float32(args), _to_float32(kwargs)
+        with torch.autocast(device, enabled=False):
+            return op(*args, **kwargs)
+
+    return wrapper
+
+
+def autocast_off(backward: Callable) -> Callable:
+    """For the ``backward`` of an op's ``torch.autograd.Function``: runs it with autocast off.
+
+    ``loss.backward()`` called inside an autocast region would otherwise re-cast the backward's own matmuls
+    (the engine runs it with the caller's autocast state); the forward ran in float32, so must the backward."""
+
+    @functools.wraps(backward)
+    def wrapper(ctx, *grads):
+        device = autocast_device(grads)
+        if device is None:
+            return backward(ctx, *grads)
+        with torch.autocast(device, enabled=False):
+            return backward(ctx, *grads)
+
+    return wrapper

@@ -35,14 +35,15 @@ from __future__ import annotations
 
 import torch
 
-from ._utils import (acc_dtype, check_dtypes_and_device, check_positive_int, check_qkv, empty_result, resolve_impl,
-                     unpack_state)
+from ._utils import (acc_dtype, autocast_float32, check_dtypes_and_device, check_positive_int, check_qkv, empty_result,
+                     resolve_impl, unpack_state)
 from .delta_rule import DEFAULT_CHUNK_SIZE, delta_rule
 from .feature_maps import elu1_sn
 
 __all__ = ["delta_delta", "split_generated"]
 
 
+@autocast_float32
 def delta_delta(q, k, v, beta, *, initial_state=None, output_final_state=False, impl="auto",
                 chunk_size=DEFAULT_CHUNK_SIZE):
     """The Delta Delta Net fast net; see the module docstring for shapes and the exact computation.

@@ -23,7 +23,8 @@ import torch
 
 from . import _numba
 from ._recurrent_read import delta_lstm_bwd, delta_lstm_fwd
-from ._utils import acc_dtype, check_dtypes_and_device, check_tensor, empty_result, resolve_impl, unpack_state
+from ._utils import (acc_dtype, autocast_float32, check_dtypes_and_device, check_tensor, empty_result, resolve_impl,
+                     unpack_state)
 from .delta_rnn import _check_recurrent_inputs
 from .delta_rule import delta_rule
 
@@ -31,6 +32,7 @@ STATE_NAMES = ("S", "R", "c", "h")
 NUM_GATES = 3
 
 
+@autocast_float32
 def delta_lstm(q, k, v, beta, rk, rv, rbeta, *, initial_state=None, output_final_state=False, impl="auto"):
     """Delta LSTM fast weights (gates stacked in dim 3 in the order i, u, o).
 

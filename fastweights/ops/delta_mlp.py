@@ -46,14 +46,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._utils import (acc_dtype, check_dtypes_and_device, check_positive_int, check_tensor, empty_result, resolve_impl,
-                     unpack_state)
+from ._utils import (acc_dtype, autocast_float32, check_dtypes_and_device, check_positive_int, check_tensor,
+                     empty_result, resolve_impl, unpack_state)
 from .delta_rule import DEFAULT_CHUNK_SIZE, delta_rule
 from .feature_maps import elu1_sn
 
 __all__ = ["delta_mlp"]
 
 
+@autocast_float32
 def delta_mlp(q, keys, values, betas, *, ln_weight=None, ln_bias=None, ln_eps=1e-5, initial_state=None,
               output_final_state=False, impl="auto", chunk_size=DEFAULT_CHUNK_SIZE):
     """The Delta MLP fast net; see the module docstring for shapes and the exact computation.

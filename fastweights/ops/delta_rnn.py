@@ -21,13 +21,14 @@ import torch
 
 from . import _numba
 from ._recurrent_read import delta_rnn_bwd, delta_rnn_fwd
-from ._utils import (acc_dtype, check_dtypes_and_device, check_qkv, check_tensor, empty_result, resolve_impl,
-                     unpack_state)
+from ._utils import (acc_dtype, autocast_float32, check_dtypes_and_device, check_qkv, check_tensor, empty_result,
+                     resolve_impl, unpack_state)
 from .delta_rule import delta_rule
 
 STATE_NAMES = ("S", "R", "y")
 
 
+@autocast_float32
 def delta_rnn(q, k, v, beta, rk, rv, rbeta, *, initial_state=None, output_final_state=False, impl="auto"):
     """Delta RNN fast weights.
 

@@ -22,12 +22,13 @@ from __future__ import annotations
 import torch
 
 from ._chunk import from_chunks, to_chunks
-from ._utils import (acc_dtype, check_dtypes_and_device, check_positive_int, check_qkv, empty_result, resolve_impl,
-                     unpack_state)
+from ._utils import (acc_dtype, autocast_float32, autocast_off, check_dtypes_and_device, check_positive_int, check_qkv,
+                     empty_result, resolve_impl, unpack_state)
 
 DEFAULT_CHUNK_SIZE = 32
 
 
+@autocast_float32
 def delta_rule(q, k, v, beta, *, initial_state=None, output_final_state=False, impl="auto",
                chunk_size=DEFAULT_CHUNK_SIZE):
     """Delta-rule fast weights.
@@ -134,6 +135,7 @@ class _ChunkDeltaRule(torch.autograd.Function):
         return O, S
 
     @staticmethod
+    @autocast_off
     def backward(ctx, dO, dS):
         Q, K, V, b, A, vnew, states = ctx.saved_tensors
         BH, N, C, Dk = K.shape

@@ -21,12 +21,13 @@ from __future__ import annotations
 import torch
 
 from ._chunk import from_chunks, to_chunks
-from ._utils import (acc_dtype, check_dtypes_and_device, check_positive_int, check_qkv, empty_result, resolve_impl,
-                     unpack_state)
+from ._utils import (acc_dtype, autocast_float32, check_dtypes_and_device, check_positive_int, check_qkv, empty_result,
+                     resolve_impl, unpack_state)
 
 DEFAULT_CHUNK_SIZE = 64
 
 
+@autocast_float32
 def linear_attention(q, k, v, *, normalize=False, eps=1e-6, initial_state=None, output_final_state=False,
                      impl="auto", chunk_size=DEFAULT_CHUNK_SIZE):
     """Linear attention (sum of outer products) fast weights.

@@ -31,12 +31,13 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from . import _numba
-from ._utils import (acc_dtype, check_dtypes_and_device, check_qkv, check_tensor, empty_result, resolve_impl,
-                     unpack_state)
+from ._utils import (acc_dtype, autocast_float32, check_dtypes_and_device, check_qkv, check_tensor, empty_result,
+                     resolve_impl, unpack_state)
 
 __all__ = ["recurrent_delta_rule"]
 
 
+@autocast_float32
 def recurrent_delta_rule(xq, xk, xv, xbeta, Rq, Rk, Rv, rbeta, *, initial_state=None,
                          output_final_state=False, impl="auto"):
     """Recurrent Delta Net fast weights.
