@@ -21,8 +21,10 @@ projected by W_o. ``mix`` chooses (a, b):
 State: ``(S [B, H, D_phi, d], k [B, W-1, H, d], v [B, W-1, H, d], valid [B, W-1] bool)``: the fast weight
 and the window's key/value cache. The cache holds exactly ``W - 1`` entries from the first token on
 (entries not yet written are zero and invalid), so the state has one size whatever the context length,
-and an all-zero state (``layers.reset_state``) is a fresh start. Like the transformer, the layer adds no
-positions (the model adds sinusoidal ones).
+and an all-zero state (``layers.reset_state``) is a fresh start. The layer adds no positions, and the
+model adds none by default (``ModelConfig.pos_encoding``: ``"none"`` for every layer but ``transformer``):
+the causal mask and the fast weight's order-dependent state carry the order, as in the authors' default
+(no positional encoding in the hybrid layer); ``pos_encoding="sinusoidal"`` adds them.
 
 Options: ``head_dim``, ``window=64``, ``mix="gated" | "sum"``, ``feature_map`` / ``nu`` / ``m`` and
 ``impl`` as for ``deltanet``.
