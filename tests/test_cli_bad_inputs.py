@@ -185,6 +185,8 @@ CASES += [
     C("train code-exec --model lstm --layer-opt nu=2", "--layer-opt"),
     C("train code-exec --config neg.yaml", "--d-model", setup=_file("neg.yaml", "d_model: -1\n")),
     C("train code-exec --config str.yaml", "--steps", setup=_file("str.yaml", "steps: many\n")),
+    C("train code-exec --config sub", "--config", setup=_dir("sub")),
+    C("train code-exec --config bin.yaml", "--config", setup=lambda cwd: (cwd / "bin.yaml").write_bytes(b"\xff\x00")),
 ]
 
 # ---- language models
