@@ -399,6 +399,7 @@ def add_tool_commands(sub) -> None:
                            help="comma-separated operators from MIN,MAX,FIRST,MED,SM (default MIN,MAX,FIRST)")
         d.set_defaults(func=_data)
     lm_tools.add_data_wikitext(data_sub)
+    __import__("fastweights.cli.formal", fromlist=["add_data_formal"]).add_data_formal(data_sub)
 
     cmp_ = sub.add_parser("compare", help="one table row and one validation curve per run, on one time axis")
     cmp_.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", type=run_dir)

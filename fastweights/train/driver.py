@@ -21,7 +21,8 @@ One step of :meth:`StepLoop.run`, in order:
    (``task.validates = False``, the RL learner) saves at multiples of ``save_interval`` and at the last
    step, and redraws its curves each time;
 6. a stop signal (SIGTERM/SIGINT) saves a checkpoint if step 5 did not and ends the run; a spent time budget
-   ends it too (its last step was already validated and saved by step 5, being the last step).
+   ends it too (its last step was already validated and saved by step 5, being the last step), and so does
+   ``task.finished()`` after a validation (e.g. a target accuracy reached: the summary's ``stopped``).
 
 ``task.start()`` runs once the signal handlers are in place, before the first step (the RL learner starts
 its actor processes), and ``task.close()`` when the run ends, however it ends. The run ends with
@@ -147,8 +148,8 @@ class BatchLoss:
 class Task(Report):
     """What differs between training loops, as hooks :class:`StepLoop` calls (see the module doc for when):
     the run (``start``, ``close``), one step (``next_batch``, ``forward``, ``scale``, ``after_update``), the
-    train sums (``zero_accum``, ``train_metrics``), validation (``validate``, ``beats``, ``best_record``) and
-    the checkpoint (``checkpoint_state``, ``restore``). How the run is shown and summed up is
+    train sums (``zero_accum``, ``train_metrics``), validation (``validate``, ``beats``, ``best_record``,
+    ``finished``) and the checkpoint (``checkpoint_state``, ``restore``). How the run is shown and summed up is
     :class:`~.report.Report`'s, every hook of which has a default.
 
     Attributes: ``name`` (the run log's task: its plot and line format), ``error`` (the exception of a
@@ -212,6 +213,11 @@ class Task(Report):
         """The task's entries of a checkpoint's trainer state. Called on every process (a task may gather
         per-process state); rank 0's result is saved."""
         return {}
+
+    def finished(self) -> str | None:
+        """Rank 0, after each validation: why the run should end now (e.g. a target accuracy reached, the
+        summary's ``stopped``), or None to go on."""
+        return None
 
     def restore(self, state: dict, ckpt_root: Path) -> None:
         """Takes back what :meth:`checkpoint_state` saved. ``KeyError``/``ValueError``/... become "does not
@@ -288,6 +294,7 @@ class StepLoop:
             self.budget = Budget(cfg.time_budget_minutes, cfg.budget_clock, self.elapsed_before, self.dist)
             out_of_time = self.step < total and self.budget.spent()  # a resumed run whose budget is already spent
             self._idle = out_of_time
+            reached = None  # why the task ended the run (Task.finished), if it did
             if out_of_time:
                 self._message(f"time budget of {cfg.time_budget_minutes:g} min already spent "
                               f"({self.elapsed_before / 60:.2f} min at step {self.step}); nothing to do (raise it "
@@ -340,8 +347,10 @@ class StepLoop:
                     # 5. validation and checkpoints (their time is left out of the rates)
                     t_pause = time.time()
                     evaluating = task.validates and (self.step % cfg.eval_interval == 0 or last)
+                    reached = None
                     if evaluating:
                         self._validate_and_save()
+                        reached = self._finished()
                     elif last or (cfg.save_interval and self.step % cfg.save_interval == 0):
                         self._save(["last"])
                         if self.log is not None and not task.validates:
@@ -361,9 +370,13 @@ class StepLoop:
                     if out_of_time:
                         self._message(f"time budget of {cfg.time_budget_minutes:g} min spent at step {self.step} "
                                       f"of {total}; continue with --resume and a larger --time-budget")
-            # why the run ended before its steps: None, "time budget", or the signal's name
+                    elif reached is not None and not last:
+                        self._record_train()
+                        self._message(f"{reached} at step {self.step} of {total}: stopping")
+                        break
+            # why the run ended before its steps: None, "time budget", the signal's name, or task.finished()'s
             stopped = ((signals.received or "a signal") if status == "stopped" else "time budget" if out_of_time
-                       else None)
+                       else reached if self.step < total else None)
             return self._finish(status, stopped, t_start)
         finally:
             task.close()
@@ -411,6 +424,13 @@ class StepLoop:
                 pointers.append("best")
         self.best, pointers = share_best(self.dist, self.best, self.step, pointers)
         self._save(pointers)
+
+    def _finished(self) -> str | None:
+        """Rank 0's :meth:`Task.finished`, on every process."""
+        reason = [self.task.finished() if self.rank == 0 else None]
+        if self.dist is not None:
+            self.dist.broadcast_object_list(reason, src=0)
+        return reason[0]
 
     def _save(self, pointers: list) -> None:
         """A checkpoint of this step (every process takes part; rank 0 writes it)."""
