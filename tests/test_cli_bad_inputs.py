@@ -162,11 +162,8 @@ CASES += [
     C("train code-exec --loss-on everything", "--loss-on"),
     C("train code-exec --data {data} --vars 3", "--vars"),
     C("train code-exec --data {data} --length 8", "--length"),
-    C("train code-exec --data missing", "missing", work=True,
-      xfail="--data DIR is read after start_run made the run directory (runs/code-exec-...): train.py should "
-            "check that DIR holds a 'fastweights data' directory (meta.json, the split files) before train()"),
-    C("train code-exec --data {notrun}", "{notrun}", work=True,
-      xfail="--data DIR is read after start_run made the run directory: check DIR/meta.json before train()"),
+    C("train code-exec --data missing", "missing"),
+    C("train code-exec --data {notrun}", "{notrun}"),
     C("train listops --depth 0", "--depth"),
     C("train listops --depth 1000", "--depth"),
     C("train listops --ops ''", "--ops"),
@@ -201,14 +198,9 @@ CASES += [
     C("train lm --data {corpus} --min-lr 0.5 --lr 0.1", "--min-lr"),
     C("train lm --data {corpus} --warmup 10 --steps 10", "--warmup"),
     C("train lm --data {corpus} --carry-state maybe", "--carry-state"),
-    C("train lm --data missing", "missing", work=True,
-      xfail="the LM data directory is checked after start_run made the run directory (runs/lm-...): "
-            "check it in train.py before train() (or in LMConfig.check)"),
-    C("train lm --data {notrun}", "{notrun}", work=True,
-      xfail="the LM data directory is checked after start_run made the run directory: check that "
-            "wiki.{train,valid,test}.tokens exist before train()"),
-    C("train lm --data {corpus} --train-file missing.tokens", "missing.tokens", work=True,
-      xfail="--train-file is checked after start_run made the run directory: check it before train()"),
+    C("train lm --data missing", "missing"),
+    C("train lm --data {notrun}", "{notrun}"),
+    C("train lm --data {corpus} --train-file missing.tokens", "missing.tokens"),
     C("train lm --resume --out {sup}", "{sup}"),
     C("train lm --resume --out {mem}", "{mem}"),
     C("train lm --resume --out {lm} --steps 1", "--steps"),
@@ -624,9 +616,6 @@ def test_atari_without_ale_py_names_the_extra(tmp_path, monkeypatch, capsys):
     assert "ale-py" in lines[0]
 
 
-@pytest.mark.xfail(strict=True, reason="ale-py is first imported when the environment is built, after start_run "
-                                       "made the run directory: RLConfig.check (or train.py before train()) "
-                                       "should call fastweights.tasks.atari.require_ale() for env atari")
 def test_atari_without_ale_py_writes_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setitem(sys.modules, "ale_py", None)

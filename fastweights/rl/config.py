@@ -173,6 +173,15 @@ class RLConfig(RunConfig):
             raise ConfigError("envs_per_actor", f"envs_per_actor ({self.envs_per_actor}) needs actor processes; "
                                                 f"with actors 0 the learner steps batch_size environments itself")
 
+    def preflight(self, resume: bool) -> None:
+        if self.env == "atari":
+            from ..tasks.atari import require_ale
+
+            try:
+                require_ale()
+            except ValueError as e:
+                raise ConfigError("env", str(e)) from None
+
     def _check_layer_options(self, dim: int) -> None:
         """The core's layer options, checked by building one core layer on the meta device."""
         import torch

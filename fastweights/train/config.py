@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 
 from .options import ConfigError, RunConfig, option, redeclare
 
@@ -177,6 +178,16 @@ class TrainConfig(ModelRunConfig):
         if isinstance(data, dict) and "bucket_batches" not in data:
             data = {**data, "bucket_batches": 0}  # runs saved before length buckets drew plain batches
         return config_from_dict(cls, data)
+
+    def preflight(self, resume: bool) -> None:
+        if resume or self.data_dir is None:  # a run reads its own copy of the splits (RUN_DIR/data)
+            return
+        from ..tasks.splits import SPLIT_FILES
+
+        missing = [name for name in SPLIT_FILES if not (Path(self.data_dir) / name).is_file()]
+        if missing:
+            raise ConfigError("data_dir", f"{self.data_dir} is not a 'fastweights data' directory (no "
+                                          f"{', '.join(missing)})")
 
     def resume_fixups(self, changes: dict) -> dict:
         if "steps" in changes:

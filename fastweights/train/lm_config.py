@@ -138,6 +138,15 @@ class LMConfig(ModelRunConfig):
             raise ConfigError("min_lr", f"min_lr ({self.min_lr:g}) must not be above lr ({self.lr:g})")
         check_model(self, lambda: self.model_config(self.vocab_size or 2))
 
+    def preflight(self, resume: bool) -> None:
+        from ..tasks.wikitext import WikiTextError, split_paths
+
+        try:
+            split_paths(self.data_dir, self.train_file)
+        except WikiTextError as e:
+            field = "train_file" if self.train_file is not None and str(self.train_file) in str(e) else "data_dir"
+            raise ConfigError(field, str(e)) from None
+
     def default_out(self) -> str:
         return f"runs/lm-{self.model}-{self.preset}-s{self.seed}"
 

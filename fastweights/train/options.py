@@ -351,6 +351,10 @@ class RunConfig:
     def check(self) -> None:
         """Checks that involve several fields (after validation)."""
 
+    def preflight(self, resume: bool) -> None:
+        """Checks of what the run will read (data files, optional packages), made before anything is written;
+        :class:`ConfigError` naming the field otherwise. ``resume``: continuing a run (its own copies exist)."""
+
     def resume_fixups(self, changes: dict) -> dict:
         """The resume changes with the fields that follow from them (e.g. ``steps`` clears ``epochs``)."""
         return changes

@@ -184,7 +184,9 @@ def resume_config(run_dir, overrides: dict, expect: str | None = None):
     overrides = {k: v for k, v in overrides.items() if k != "out"}
     changes = resume_changes(saved, overrides)
     changes = saved.resume_fixups(changes)
-    return saved.replace(**changes) if changes else saved
+    cfg = saved.replace(**changes) if changes else saved
+    cfg.preflight(resume=True)
+    return cfg
 
 
 def new_config(command: str, given: dict):
@@ -196,6 +198,7 @@ def new_config(command: str, given: dict):
     cfg = cls(**given)
     if "out" not in given:
         cfg = cfg.replace(out=cfg.default_out())
+    cfg.preflight(resume=False)
     return resolve_precision(cfg)
 
 
