@@ -13,8 +13,9 @@ from .delta_lstm import delta_lstm
 from .delta_mlp import delta_mlp
 from .delta_rnn import delta_rnn
 from .delta_rule import delta_rule
+from .gated_delta_rule import gated_delta_rule
 from .linear_attention import linear_attention
 from .rdn import recurrent_delta_rule
 
-__all__ = ["delta_delta", "delta_lstm", "delta_mlp", "delta_rnn", "delta_rule", "feature_maps",
+__all__ = ["delta_delta", "delta_lstm", "delta_mlp", "delta_rnn", "delta_rule", "feature_maps", "gated_delta_rule",
            "linear_attention", "recurrent_delta_rule"]

@@ -15,11 +15,19 @@ Two paths:
         O = Q S + tril(Q K^T) V_new                                       (parallel over all chunks)
     The backward stores only the states entering each chunk (T/C matrices per head) and runs the same
     split: one short sequential loop over chunks, everything else batched.
+
+The same chunkwise path runs the gated delta rule (:mod:`fastweights.ops.gated_delta_rule`: S is decayed by
+a_t = exp(g_t) before step t). With Gam[t, s] = a_{s+1}...a_t, gam[t] = a_0...a_t, rho[s] = a_{s+1}...a_{C-1}
+(all within the chunk): L and tril(Q K^T) are multiplied elementwise by Gam, W = A diag(beta gam) K,
+S <- gam[C-1] S + (diag(rho) K)^T V_new and O gets diag(gam) Q S. Without g none of this runs.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
+import torch.nn.functional as F
 
 from ._chunk import from_chunks, to_chunks
 from ._utils import (acc_dtype, autocast_float32, autocast_off, check_dtypes_and_device, check_positive_int, check_qkv,
@@ -58,15 +66,18 @@ def delta_rule(q, k, v, beta, *, initial_state=None, output_final_state=False, i
     return fn(q, k, v, beta, s0, output_final_state)
 
 
-def _delta_rule_reference(q, k, v, beta, s0, output_final_state):
+def _delta_rule_reference(q, k, v, beta, s0, output_final_state, g=None):
     B, T, H, Dk = q.shape
     Dv = v.shape[-1]
     in_dtype = v.dtype
     dt = acc_dtype(q.dtype)
     q, k, v, beta = (x.to(dt) for x in (q, k, v, beta))
+    a = None if g is None else g.to(dt).exp()  # [B, T, H]: the gated delta rule's decays
     S = q.new_zeros(B, H, Dk, Dv) if s0 is None else s0.to(dt)
     outs = []
     for t in range(T):
+        if a is not None:
+            S = a[:, t, :, None, None] * S
         kt = k[:, t]  # [B, H, Dk]
         old = torch.einsum("bhk,bhkv->bhv", kt, S)
         u = beta[:, t, :, None] * (v[:, t] - old)  # [B, H, Dv]
@@ -76,7 +87,7 @@ def _delta_rule_reference(q, k, v, beta, s0, output_final_state):
     return o.to(in_dtype), (S if output_final_state else None)
 
 
-def _delta_rule_chunk(q, k, v, beta, s0, output_final_state, chunk_size):
+def _delta_rule_chunk(q, k, v, beta, s0, output_final_state, chunk_size, g=None):
     B, T, H, Dk = q.shape
     Dv = v.shape[-1]
     in_dtype = v.dtype
@@ -84,15 +95,52 @@ def _delta_rule_chunk(q, k, v, beta, s0, output_final_state, chunk_size):
     C = min(chunk_size, T)
     qc, kc, vc = (to_chunks(x.to(dt), C) for x in (q, k, v))
     bc = to_chunks(beta.to(dt), C)
+    gc = None if g is None else to_chunks(g.to(dt), C)  # the padding steps: g = 0 (no decay) and beta = 0
     s0 = None if s0 is None else s0.to(dt).reshape(B * H, Dk, Dv)
-    o, s = _ChunkDeltaRule.apply(qc, kc, vc, bc, s0)
+    o, s = _ChunkDeltaRule.apply(qc, kc, vc, bc, gc, s0)
     o = from_chunks(o, B, H, T).to(in_dtype)
     return o, (s.reshape(B, H, Dk, Dv) if output_final_state else None)
 
 
-def _unit_lower_inverse(K, Kb):
-    """``A = (I + strict_lower(Kb K^T))^-1`` per chunk (a unit lower-triangular solve)."""
-    L = (Kb @ K.transpose(-1, -2)).tril_(-1)
+class _Decays(NamedTuple):
+    """The gated delta rule's decays within each chunk (``[BH, N, C]``, or ``[BH, N, C, C]`` for ``pair``), from
+    the log-decays g: ``first[t] = exp(g_0 + ... + g_t)`` (from the state entering the chunk to step t),
+    ``pair[t, s] = exp(g_{s+1} + ... + g_t)`` (from step s to step t, s <= t; 1 above the diagonal),
+    ``last[s] = exp(g_{s+1} + ... + g_{C-1})`` (from step s to the chunk's end) and ``whole[n]`` (the whole chunk
+    ``[BH, N]``). Each exponent is summed from the g's it spans, never a difference of two running sums, so no
+    precision is lost where strong and weak decays mix, and g = -inf (a full reset) gives exact zeros.
+    All None: the plain delta rule."""
+
+    first: torch.Tensor | None = None
+    pair: torch.Tensor | None = None
+    last: torch.Tensor | None = None
+    whole: torch.Tensor | None = None
+
+
+def _decays(g) -> _Decays:
+    if g is None:
+        return _Decays()
+    C = g.shape[-1]
+    first = g.cumsum(-1).exp()
+    to_end = g.flip(-1).cumsum(-1).flip(-1)  # g_s + ... + g_{C-1}
+    last = F.pad(to_end[..., 1:], (0, 1)).exp()
+    spans = g[..., :, None].expand(*g.shape, C).tril(-1).cumsum(-2)  # [t, s]: g_{s+1} + ... + g_t; 0 for s >= t
+    return _Decays(first, spans.exp(), last, first[..., -1])
+
+
+def _rows(x, w):
+    """``x [..., C, D]`` with row t scaled by ``w[..., t]``; x itself when w is None (no decay)."""
+    return x if w is None else x * w[..., None]
+
+
+def _decayed(M, pair):
+    """The ``[..., C, C]`` matrix M (a fresh tensor) times the pairwise decays, in place; M when there are none."""
+    return M if pair is None else M.mul_(pair)
+
+
+def _unit_lower_inverse(K, Kb, pair=None):
+    """``A = (I + strict_lower(Kb K^T) * pair)^-1`` per chunk (a unit lower-triangular solve)."""
+    L = _decayed((Kb @ K.transpose(-1, -2)).tril_(-1), pair)
     eye = torch.eye(K.shape[-2], dtype=K.dtype, device=K.device).expand_as(L)
     return torch.linalg.solve_triangular(L, eye, upper=False, unitriangular=True)
 
@@ -103,72 +151,86 @@ def _flat(x):
 
 
 class _ChunkDeltaRule(torch.autograd.Function):
-    """Chunkwise delta rule on ``[BH, N, C, D]`` tensors, with a hand-written backward.
+    """Chunkwise (gated) delta rule on ``[BH, N, C, D]`` tensors, with a hand-written backward; ``g`` (the chunked
+    log-decays ``[BH, N, C]``) or None (the plain delta rule, which then runs exactly the decay-free code).
 
     Memory: saves the chunked inputs, A, the new values and one state per chunk; temporaries are freed
     as soon as they are used and sums are accumulated in place, so the peak stays a few input-sized
     tensors above what is saved."""
 
     @staticmethod
-    def forward(ctx, Q, K, V, b, s0):
+    def forward(ctx, Q, K, V, b, g, s0):
         BH, N, C, Dk = K.shape
         Dv = V.shape[-1]
+        d = _decays(g)
         Kb = K * b[..., None]
-        A = _unit_lower_inverse(K, Kb)
-        W = A @ Kb  # [BH, N, C, Dk]
+        A = _unit_lower_inverse(K, Kb, d.pair)
+        W = A @ _rows(Kb, d.first)  # [BH, N, C, Dk]
         del Kb
         U = A @ (V * b[..., None])  # [BH, N, C, Dv]
         states = K.new_empty(BH, N, Dk, Dv)
         vnew = torch.empty_like(U)
         S = K.new_zeros(BH, Dk, Dv) if s0 is None else s0.clone()
         Kt = K.transpose(-1, -2)
+        Kt_end = Kt if g is None else _rows(K, d.last).transpose(-1, -2)  # each step's write at the chunk's end
         for n in range(N):
             states[:, n] = S
             vn = torch.baddbmm(U[:, n], W[:, n], S, alpha=-1)
             vnew[:, n] = vn
-            S = torch.baddbmm(S, Kt[:, n], vn)
+            if g is not None:
+                S = S * d.whole[:, n, None, None]
+            S = torch.baddbmm(S, Kt_end[:, n], vn)
         del W, U
-        O = (Q @ Kt).tril_() @ vnew  # intra-chunk part
-        _flat(O).baddbmm_(_flat(Q), _flat(states))  # + Q S: the state entering the chunk
-        ctx.save_for_backward(Q, K, V, b, A, vnew, states)
+        O = _decayed((Q @ Kt).tril_(), d.pair) @ vnew  # intra-chunk part
+        _flat(O).baddbmm_(_flat(_rows(Q, d.first)), _flat(states))  # + Q S: the state entering the chunk
+        ctx.save_for_backward(Q, K, V, b, g, A, vnew, states, None if g is None else S)
         ctx.has_s0 = s0 is not None
         return O, S
 
     @staticmethod
     @autocast_off
     def backward(ctx, dO, dS):
-        Q, K, V, b, A, vnew, states = ctx.saved_tensors
+        Q, K, V, b, g, A, vnew, states, S_end = ctx.saved_tensors
         BH, N, C, Dk = K.shape
         Dv = V.shape[-1]
+        d = _decays(g)
+        want_g = g is not None and ctx.needs_input_grad[4]
         Kt = K.transpose(-1, -2)
         bb = b[..., None]
         dO = dO.contiguous()
         dS = K.new_zeros(BH, Dk, Dv) if dS is None else dS.clone()
-        P = (Q @ Kt).tril_().transpose(-1, -2) @ dO  # [BH, N, C, Dv]: intra-chunk part of dV_new
-        G = Q.transpose(-1, -2) @ dO  # [BH, N, Dk, Dv]: what the reads add to dS
+        P = _decayed((Q @ Kt).tril_(), d.pair).transpose(-1, -2) @ dO  # [BH, N, C, Dv]: intra-chunk part of dV_new
+        dO_first = _rows(dO, d.first)  # the reads of the entering state, decayed
+        G = Q.transpose(-1, -2) @ dO_first  # [BH, N, Dk, Dv]: what the reads add to dS
         Kb = K * bb
-        Wt = (A @ Kb).transpose(-1, -2)  # W, recomputed
+        Kb_first = _rows(Kb, d.first)
+        Wt = (A @ Kb_first).transpose(-1, -2)  # W, recomputed
+        K_end = _rows(K, d.last)
         dnext = torch.empty_like(states)  # grad wrt the state leaving chunk n
         dvnew = torch.empty_like(vnew)
         for n in range(N - 1, -1, -1):
             dnext[:, n] = dS
-            dvn = torch.baddbmm(P[:, n], K[:, n], dS)
+            dvn = torch.baddbmm(P[:, n], K_end[:, n], dS)
             dvnew[:, n] = dvn
+            if g is not None:
+                dS = dS * d.whole[:, n, None, None]
             dS = torch.baddbmm(dS + G[:, n], Wt[:, n], dvn, alpha=-1)
         del P, G, Wt
         st = _flat(states).transpose(-1, -2)
-        dM = (dO @ vnew.transpose(-1, -2)).tril_()  # [BH, N, C, C]
+        dM = _decayed((dO @ vnew.transpose(-1, -2)).tril_(), d.pair)  # [BH, N, C, C]
         dQ = dM @ K
-        _flat(dQ).baddbmm_(_flat(dO), st)
+        _flat(dQ).baddbmm_(_flat(dO_first), st)
         dK = dM.transpose(-1, -2) @ Q
         del dM
-        _flat(dK).baddbmm_(_flat(vnew), _flat(dnext).transpose(-1, -2))
+        _flat(dK).baddbmm_(_flat(_rows(vnew, d.last)), _flat(dnext).transpose(-1, -2))
+        if want_g:  # the chunk's end state: decayed by g_0 ... g_{C-1} (see _log_decay_grad)
+            dG_end = (dnext * torch.cat([states[:, 1:], S_end[:, None]], dim=1)).sum((-2, -1))
         del dnext
-        dW = dvnew @ states.transpose(-1, -2)  # minus the grad wrt W = A Kb
+        dW = dvnew @ states.transpose(-1, -2)  # minus the grad wrt W = A Kb_first
         At = A.transpose(-1, -2)
-        dKb = (At @ dW).neg_()
-        dA = dW @ Kb.transpose(-1, -2)  # minus the W part of dA
-        del dW
+        dKb = _rows((At @ dW).neg_(), d.first)
+        dA = dW @ Kb_first.transpose(-1, -2)  # minus the W part of dA
+        del dW, Kb_first
         Vb = V * bb
         _flat(dA).baddbmm_(_flat(dvnew), _flat(Vb).transpose(-1, -2), alpha=-1)
         del Vb
@@ -176,10 +238,26 @@ class _ChunkDeltaRule(torch.autograd.Function):
         del dvnew
         dL = (At @ dA @ At).tril_(-1)  # dA holds minus the grad wrt A, so this is the grad wrt L
         del dA
+        dL = _decayed(dL, d.pair)  # the grad wrt strict_lower(Kb K^T)
         _flat(dKb).baddbmm_(_flat(dL), _flat(K))
         _flat(dK).baddbmm_(_flat(dL).transpose(-1, -2), _flat(Kb))
-        del dL, Kb
+        del dL
+        dg = _log_decay_grad(Q, dQ, K, dK, Kb, dKb, dG_end) if want_g else None
+        del Kb
         db = (dKb * K).sum(-1) + (dVb * V).sum(-1)
         dK.add_(dKb.mul_(bb))
         dV = dVb.mul_(bb)
-        return dQ, dK, dV, db, (dS if ctx.has_s0 else None)
+        return dQ, dK, dV, db, dg, (dS if ctx.has_s0 else None)
+
+
+def _log_decay_grad(Q, dQ, K, dK, Kb, dKb, dG_end):
+    """The gradient wrt the chunked log-decays g, from the other gradients (before dK takes in the Kb part).
+
+    Every decay is exp(G_t - G_s) with G_t = g_0 + ... + g_t, so it suffices to find dG, the gradient wrt G, and
+    dg = the reverse running sum of dG. Each decay scales a product whose gradient the backward already has:
+    the decayed reads ``q_t`` (intra-chunk and of the entering state) and writes ``kb_t`` (W and L) put
+    ``+x_t . dx_t`` on G_t, the keys ``k_s`` read at a later step (M, L) or written to the chunk's end put
+    ``-k_s . dk_s`` on G_s, and the chunk's end state S_out puts ``<S_out, dS_out>`` on G_{C-1} (``dG_end``)."""
+    dG = (Q * dQ).sum(-1) - (K * dK).sum(-1) + (Kb * dKb).sum(-1)
+    dG[..., -1] += dG_end
+    return dG.flip(-1).cumsum(-1).flip(-1)

@@ -27,6 +27,7 @@ from .delta_mlp import delta_mlp
 from .delta_rnn import delta_rnn
 from .delta_rule import delta_rule
 from .feature_maps import elu1_sn
+from .gated_delta_rule import gated_delta_rule
 from .linear_attention import linear_attention
 from .rdn import recurrent_delta_rule
 
@@ -161,6 +162,15 @@ def _make_delta_rule(B, T, H, D, *, dtype=torch.float32, seed=0, with_state=True
     return _case(x, ("S",), [r(B, H, D, D, scale=0.1)], with_state, requires_grad)
 
 
+def _make_gated_delta_rule(B, T, H, D, *, dtype=torch.float32, seed=0, with_state=True, requires_grad=True) -> OpCase:
+    """The delta rule's inputs and log-decays ``g = -softplus(2 x - 2)``, x ~ N(0, 1): from weak (g near -0.003,
+    a near 1) to strong (g near -6, a near 0); the median a is about 0.88."""
+    r = _Draw(seed, dtype)
+    x = dict(q=r(B, T, H, D), k=r(B, T, H, D, fn=_l2_normalize), v=r(B, T, H, D),
+             beta=r(B, T, H, fn=torch.sigmoid), g=r(B, T, H, fn=lambda z: -torch.nn.functional.softplus(2 * z - 2)))
+    return _case(x, ("S",), [r(B, H, D, D, scale=0.1)], with_state, requires_grad)
+
+
 def _make_delta_mlp(B, T, H, D, *, dtype=torch.float32, seed=0, with_state=True, requires_grad=True, blocks=1,
                     hidden_mult=4) -> OpCase:
     """``blocks`` residual blocks of hidden width ``hidden_mult * D`` (4 D: the layer's default)."""
@@ -239,6 +249,8 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
            _tol((1e-4, 1e-3), (1e-10, 1e-9)), variants={"plain": {}, "normalized": {"normalize": True}},
            chunked=True),
     OpSpec("delta_rule", delta_rule, ("reference", "chunk"), ("S",), _make_delta_rule,
+           _tol((1e-4, 1e-3), (1e-10, 1e-9)), chunked=True),
+    OpSpec("gated_delta_rule", gated_delta_rule, ("reference", "chunk"), ("S",), _make_gated_delta_rule,
            _tol((1e-4, 1e-3), (1e-10, 1e-9)), chunked=True),
     OpSpec("delta_mlp", delta_mlp, ("reference", "chunk"), ("W1[l]", "W2[l]"), _make_delta_mlp,
            _tol((1e-4, 1e-4), (1e-9, 1e-7)), variants={"K1": {}, "K2": {"blocks": 2, "hidden_mult": 2}},

@@ -1,0 +1,60 @@
+"""The gated delta rule (Gated DeltaNet's fast-weight update; Yang, Kautz, Hatamizadeh, ICLR 2025), per head:
+
+    a_t = exp(g_t)                                  (g_t <= 0: a log-decay, so 0 <= a_t <= 1)
+    u_t = beta_t (v_t - a_t S_{t-1}^T k_t)          (the "new value", read from the decayed state)
+    S_t = a_t S_{t-1} + k_t u_t^T
+    o_t = S_t^T q_t                                 (write, then read; no scaling inside the op)
+
+g = 0 is the delta rule (:func:`fastweights.ops.delta_rule`); g = -inf forgets the whole past at that step.
+Two paths, both the delta rule's own with the decay switched on (see :mod:`fastweights.ops.delta_rule`):
+  * ``reference``: the step loop, autograd through it.
+  * ``chunk``: the chunkwise algorithm with the decays folded into its matrices, and its hand-written backward
+    (the gradient reaches g too). The decays inside a chunk are exponentials of sums of g over the steps they
+    span, each at most 1, so the path is stable for any g <= 0.
+
+g > 0 (a growing state) is refused rather than clamped: no layer produces it, and silently changing an input
+would hide a bug upstream.
+"""
+
+from __future__ import annotations
+
+from ._utils import (autocast_float32, check_dtypes_and_device, check_positive_int, check_qkv, check_tensor,
+                     empty_result, resolve_impl, unpack_state)
+from .delta_rule import DEFAULT_CHUNK_SIZE, _delta_rule_chunk, _delta_rule_reference
+
+
+@autocast_float32
+def gated_delta_rule(q, k, v, beta, g, *, initial_state=None, output_final_state=False, impl="auto",
+                     chunk_size=DEFAULT_CHUNK_SIZE):
+    """Delta-rule fast weights with a data-dependent decay.
+
+    Args:
+        q, k: ``[B, T, H, Dk]``; v: ``[B, T, H, Dv]``; beta: ``[B, T, H]`` (the learning rates; the layer
+            applies sigmoid). Keys should be L2-normalised (the layer does).
+        g: ``[B, T, H]``, the log-decays, every one <= 0 (-inf allowed): the state is multiplied by exp(g_t)
+            before step t's write.
+        initial_state: None or ``S_0`` of shape ``[B, H, Dk, Dv]``.
+        output_final_state: also return ``S_T``.
+        impl: ``"auto"`` (= ``"chunk"``), ``"chunk"`` or ``"reference"``.
+        chunk_size: chunk length C of the chunkwise path.
+
+    Returns:
+        ``(o, S_T)``: o is ``[B, T, H, Dv]`` in the input dtype; S_T (or None) in float32/float64.
+    """
+    B, T, H, Dk, Dv = check_qkv(q, k, v, beta)
+    check_tensor("g", g, 3, "[B, T, H]")
+    if g.shape != q.shape[:3]:
+        raise ValueError(f"g must have shape {tuple(q.shape[:3])}, got {tuple(g.shape)}")
+    (s0,) = unpack_state(initial_state, ["S"], [(B, H, Dk, Dv)])
+    check_dtypes_and_device([("q", q), ("k", k), ("v", v), ("beta", beta), ("g", g)], [("initial_state.S", s0)])
+    check_positive_int("chunk_size", chunk_size)
+    if (g > 0).any():
+        raise ValueError(f"g must be <= 0 (a log-decay: exp(g) <= 1), got a maximum of {g.max().item():.4g}")
+    fn = resolve_impl("gated_delta_rule", impl, {"reference": _delta_rule_reference, "chunk": _delta_rule_chunk},
+                      ["chunk"], q.device)
+    if B == 0 or T == 0:
+        o, (S,) = empty_result([q, k, v, beta, g, s0], (B, T, H, Dv), v.dtype, [s0], [(B, H, Dk, Dv)])
+        return o, (S if output_final_state else None)
+    if fn is _delta_rule_chunk:
+        return fn(q, k, v, beta, s0, output_final_state, chunk_size, g=g)
+    return fn(q, k, v, beta, s0, output_final_state, g=g)
