@@ -290,7 +290,7 @@ def test_export_end_to_end(lm_runs, which, tmp_path, capsys):
     text = "the city was a zebra of the\nriver"
     assert tok(text)["input_ids"] == corpus.encode(text)  # the training ids, <unk> and <eos> included
     assert tok.eos_token_id == corpus.eos_id and tok.unk_token_id == corpus.unk_id
-    assert tok.decode(corpus.encode("the city of")) == "the city of"
+    assert tok.decode(corpus.encode("the city of\nriver")) == " the city of\n river"  # WikiText's layout
     ids = torch.tensor([[corpus.eos_id] + corpus.encode(text)])
     with torch.no_grad():
         assert torch.equal(model(ids).logits, native(ids)[0])

@@ -6,7 +6,7 @@
   ``"fastweights"``) and ``generation_config.json``;
 * the tokenizer (``tokenizer.json``, ``tokenizer_config.json``): a ``PreTrainedTokenizerFast`` with a word-level
   model over the run's vocabulary (ids as in training), splitting on whitespace, a newline read as ``<eos>``,
-  unknown words mapped to ``<unk>``; ``<eos>`` is its end-of-sequence and padding token, and it pads on the left;
+  unknown words mapped to ``<unk>``, decoding a space before every word and ``<eos>`` as a line break; ``<eos>`` is its end-of-sequence and padding token, and it pads on the left;
 * ``configuration_fastweights.py`` / ``modeling_fastweights.py``: two-line ``trust_remote_code`` entry points
   (``auto_map`` in the config) that import the classes from the installed ``fastweights``, so a process that never
   imports fastweights (``lm_eval --model hf --model_args pretrained=OUT,trust_remote_code=True``) can load it.
@@ -38,7 +38,7 @@ class ExportError(ValueError):
 def build_tokenizer(vocab: list[str]):
     """A ``PreTrainedTokenizerFast`` over ``vocab`` (id -> word; must hold ``<unk>`` and ``<eos>``): words split
     on whitespace, a newline is ``<eos>``, unknown words are ``<unk>``; pads with ``<eos>`` on the left."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     missing = [w for w in (UNK, EOS) if w not in vocab]
@@ -49,6 +49,9 @@ def build_tokenizer(vocab: list[str]):
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token=UNK))
     tok.normalizer = normalizers.Replace("\n", f" {EOS} ")
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    # decoding: <eos> is a line break and every word is written after a space (WikiText's own layout, and what
+    # lets the text-generation pipeline append a decoded continuation to its prompt)
+    tok.decoder = decoders.Sequence([decoders.Replace(EOS, "\n"), decoders.Replace(Regex("^(?!\n)"), " ")])
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token=UNK, eos_token=EOS, pad_token=EOS,
                                    padding_side="left", model_input_names=["input_ids", "attention_mask"],
                                    clean_up_tokenization_spaces=False)
