@@ -136,7 +136,8 @@ class LMConfig(ModelRunConfig):
                                               f"got {self.warmup_steps!r}")
         if self.min_lr > self.lr:
             raise ConfigError("min_lr", f"min_lr ({self.min_lr:g}) must not be above lr ({self.lr:g})")
-        check_model(self, lambda: self.model_config(self.vocab_size or 2))
+        vocab = self.vocab_size or (max(self.cutoffs) + 1 if self.cutoffs else 2)  # the data's is not read yet
+        check_model(self, lambda: self.model_config(vocab))
 
     def preflight(self, resume: bool) -> None:
         from ..tasks.wikitext import WikiTextError, split_paths
