@@ -15,12 +15,12 @@ from .helpers import assert_impls_match, case_runner, flat_state, gradcheck_op, 
 
 # T=1, a part-filled chunk (63) and several chunks (100), at three head sizes; one odd B/H/long-T shape
 SHAPES = [(2, T, 2, D) for T in (1, 63, 100) for D in (16, 32, 64)] + [(1, 130, 3, 16)]
-# float32 with an initial state and float64 from zeros on every shape; the other two pairings on two diagonals
-# of the T x D grid (every T and every D in each)
+# float32 with an initial state on every shape; the other three dtype x state pairings on a diagonal of the
+# T x D grid each (every T and every D in each)
 DIAG_A = [(2, 1, 2, 16), (2, 63, 2, 64), (2, 100, 2, 32)]
 DIAG_B = [(2, 1, 2, 64), (2, 63, 2, 32), (2, 100, 2, 16)]
-GRID = ([(s, "f32", True) for s in SHAPES] + [(s, "f64", False) for s in SHAPES]
-        + [(s, "f32", False) for s in DIAG_A] + [(s, "f64", True) for s in DIAG_B])
+GRID = ([(s, "f32", True) for s in SHAPES] + [(s, "f64", False) for s in DIAG_A]
+        + [(s, "f32", False) for s in DIAG_B] + [(s, "f64", True) for s in DIAG_B])
 DTYPES = {"f32": torch.float32, "f64": torch.float64}
 
 
@@ -64,9 +64,9 @@ def test_fast_path_matches_reference(spec, opts, impl, shape, dtype, with_state)
 
 
 @pytest.mark.parametrize("spec,opts,impl,shape,dtype,with_state",
-                         params("all", [((1, 5, 1, 2), "f64", True), ((1, 5, 1, 2), "f64", False)]))
+                         params("all", [((1, 3, 1, 2), "f64", True), ((1, 3, 1, 2), "f64", False)]))
 def test_gradcheck(spec, opts, impl, shape, dtype, with_state):
-    """float64 gradcheck of outputs and final states on a tiny shape (three chunks of 2 steps, the last one
+    """float64 gradcheck of outputs and final states on a tiny shape (two chunks of 2 steps, the last one
     part-filled, for the chunkwise paths)."""
     case = spec.make_inputs(*shape, dtype=dtype, seed=1, with_state=with_state, **opts)
     options = {"chunk_size": 2} if spec.chunked else {}
