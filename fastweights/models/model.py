@@ -168,7 +168,8 @@ class FWPModel(nn.Module):
         """[..., d_model] -> [..., vocab]: logits (plain) or log-probabilities (adaptive softmax)."""
         if self.asm is None:
             return self.lm_head(h)
-        flat = self.asm.log_prob(h.reshape(-1, h.shape[-1]))
+        with torch.autocast(h.device.type, enabled=False):
+            flat = self.asm.log_prob(h.reshape(-1, h.shape[-1]).float())
         return flat.view(*h.shape[:-1], -1)
 
     def _require_lm(self):
@@ -195,13 +196,14 @@ class FWPModel(nn.Module):
         if targets.shape != h.shape[:2]:
             raise ValueError(f"targets must have shape {tuple(h.shape[:2])}, got {tuple(targets.shape)}")
         keep = targets != ignore_index
-        nll = h.new_zeros(targets.shape)
+        nll = h.new_zeros(targets.shape, dtype=torch.promote_types(h.dtype, torch.float32))  # fp32 under autocast
         if keep.any():
             if self.asm is None:
                 nll_keep = F.cross_entropy(self.lm_head(h[keep]), targets[keep], reduction="none")
-            else:
-                nll_keep = -self.asm(h[keep], targets[keep]).output
-            nll = nll.index_put((keep,), nll_keep)
+            else:  # the adaptive softmax in float32 (under autocast its index_copy_ would mix dtypes)
+                with torch.autocast(h.device.type, enabled=False):
+                    nll_keep = -self.asm(h[keep].float(), targets[keep]).output
+            nll = nll.index_put((keep,), nll_keep.to(nll.dtype))
         if reduction == "none":
             return nll, state
         if reduction == "sum":
