@@ -74,13 +74,13 @@ def test_gradcheck(spec, opts, impl, shape, dtype, with_state):
 
 
 @pytest.mark.parametrize("spec,opts,impl,shape,dtype,with_state",
-                         params("all", [((2, 40, 2, 8), "f64", True)]))
+                         params("all", [((2, 40, 2, 8), "f64", True), ((2, 40, 2, 8), "f64", False)]))
 def test_two_halves_with_carried_state_equal_whole(spec, opts, impl, shape, dtype, with_state):
-    """Steps [0, 17) then [17, 40) from the first half's final state = the whole sequence, outputs and final
-    states (chunks of 16: both halves end in a part-filled chunk)."""
+    """Steps [0, 17) then [17, 40) from the first half's final state = the whole sequence (from the initial
+    state, or from zeros), outputs and final states (chunks of 16: both halves end in a part-filled chunk)."""
     case = spec.make_inputs(*shape, dtype=dtype, seed=2, with_state=with_state, requires_grad=False, **opts)
     options = {**case.options, **({"chunk_size": 16} if spec.chunked else {})}
-    state0 = tuple(case.initial_state[n] for n in case.state_names)
+    state0 = tuple(case.initial_state[n] for n in case.state_names) if with_state else None
     split = 17
 
     def part(sl, state):
