@@ -43,7 +43,7 @@ GRAD_RTOL = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}  # one rounding o
 NORM_TOL = 2.0**-5  # layers (and the model's loss), normwise (see the module docstring)
 MODEL_ALL_GRADS_TOL, MODEL_GRAD_TOL = 2.0**-4, 2.0**-3  # the model's whole gradient; each parameter's
 
-OP_SHAPE = (2, 37, 2, 16)  # B, T, H, D: two chunks of 32, the second part-filled
+OP_SHAPE = (2, 37, 2, 16)  # B, T, H, D: several chunks, the last one part-filled
 # (low dtype, whether loss.backward() runs inside the autocast region too)
 OP_MODES = [("bf16", False), ("bf16", True), ("f16", False)]
 

@@ -204,9 +204,10 @@ def autocast_float32(op: Callable) -> Callable:
     itself, so returning float32 costs no extra cast there and keeps the accumulation's precision for whatever
     comes in between. The casts are differentiable: gradients reach low-precision inputs in their own dtype.
 
-    A plain, measured choice: with small head sizes (D = 16..64, chunks of 32) the op's batched matmuls are too
-    small for bfloat16 to win back the casts around them, and float32 keeps the op's results those of the
-    float32 reference."""
+    A plain, measured choice: the op's batched matmuls are small (C x D by D x C per chunk, D = 16..64), and on
+    an AMD EPYC with avx512_bf16 (2 threads) a batch of 32 x 16 by 16 x 32 products in bfloat16 took half the
+    float32 time, but 1.4x the float32 time once the casts to and from bfloat16 were counted; float32 also keeps
+    the op's results those of the float32 reference (tests/test_autocast.py checks them at float32 tolerance)."""
 
     @functools.wraps(op)
     def wrapper(*args, **kwargs):

@@ -3,7 +3,7 @@
 Signature::
 
     delta_delta(q, k, v, beta, *, initial_state=None, output_final_state=False, impl="auto",
-                chunk_size=32) -> (o, final_state)
+                chunk_size=16) -> (o, final_state)
 
 Shapes (per head, d = head size):
   * ``q``, ``k``: ``[B, T, H, d]`` (already feature-mapped; the layers use sum-normalised elu+1);

@@ -4,7 +4,7 @@ weights, each programmed by the delta rule from keys/values/betas the slow net e
 Signature::
 
     delta_mlp(q, keys, values, betas, *, ln_weight=None, ln_bias=None, ln_eps=1e-5,
-              initial_state=None, output_final_state=False, impl="auto", chunk_size=32)
+              initial_state=None, output_final_state=False, impl="auto", chunk_size=16)
         -> (o, final_state)
 
 Shapes (per head; d = head size, h_l = hidden size of block l, usually 4 d_model / H):
