@@ -169,7 +169,7 @@ class FWPModel(nn.Module):
         if self.asm is None:
             return self.lm_head(h)
         with torch.autocast(h.device.type, enabled=False):
-            flat = self.asm.log_prob(h.reshape(-1, h.shape[-1]).float())
+            flat = self.asm.log_prob(_at_least_fp32(h.reshape(-1, h.shape[-1])))
         return flat.view(*h.shape[:-1], -1)
 
     def _require_lm(self):
@@ -202,7 +202,7 @@ class FWPModel(nn.Module):
                 nll_keep = F.cross_entropy(self.lm_head(h[keep]), targets[keep], reduction="none")
             else:  # the adaptive softmax in float32 (under autocast its index_copy_ would mix dtypes)
                 with torch.autocast(h.device.type, enabled=False):
-                    nll_keep = -self.asm(h[keep].float(), targets[keep]).output
+                    nll_keep = -self.asm(_at_least_fp32(h[keep]), targets[keep]).output
             nll = nll.index_put((keep,), nll_keep.to(nll.dtype))
         if reduction == "none":
             return nll, state
@@ -264,6 +264,11 @@ class FWPModel(nn.Module):
             kth = torch.topk(scores, top_k, dim=-1).values[:, -1:]
             scores = scores.masked_fill(scores < kth, float("-inf"))
         return _inverse_cdf(F.softmax(scores, dim=-1), generator)
+
+
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 if it is in a lower precision (bf16/fp16 under autocast), else unchanged."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def _inverse_cdf(probs: torch.Tensor, generator=None) -> torch.Tensor:
