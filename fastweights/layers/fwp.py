@@ -37,6 +37,7 @@ import math
 import torch
 import torch.nn as nn
 
+from ..ops._utils import autocast_device
 from ..ops.delta_delta import delta_delta
 from ..ops.delta_lstm import delta_lstm
 from ..ops.delta_mlp import delta_mlp
@@ -98,7 +99,12 @@ class FastWeightLayer(nn.Module):
         if not x.is_floating_point():
             raise ValueError(f"{self.layer_name}: x must be a floating-point tensor, got dtype {x.dtype}")
         B, T, _ = x.shape
-        return list(self.in_proj(x).view(B, T, self.num_heads, sum(self.sizes)).split(self.sizes, dim=-1))
+        y = self.in_proj(x)
+        if autocast_device(y) is not None:
+            # Under autocast the op runs in float32 anyway (ops._utils.autocast_float32): one cast here, instead of
+            # one per quantity there, also keeps the feature maps in float32 (bfloat16 elu was 2.5x slower here).
+            y = y.float()
+        return list(y.view(B, T, self.num_heads, sum(self.sizes)).split(self.sizes, dim=-1))
 
     def merge(self, o: torch.Tensor) -> torch.Tensor:
         """``o [B, T, H, d]`` -> ``[B, T, d_model]`` (concatenate the heads, then W_o)."""
