@@ -282,3 +282,16 @@ def test_sampled_words_follow_the_full_distribution(temperature, top_k):
     se = (p.double() * (1 - p.double()) / n).sqrt()
     assert torch.all((freq - p.double()).abs() <= 4 * se + 1e-12), (freq, p)
     assert torch.all(freq[p == 0] == 0)
+
+
+@pytest.mark.parametrize("layer", ["lstm", "deltanet", "transformer", "rdn"])
+def test_empty_batches_and_bad_ids_are_handled(layer):
+    """B = 0 or T = 0 runs (empty outputs); bool ids and an empty generation prompt are one-line errors."""
+    m = model_for(layer)
+    for shape in ((0, 5), (2, 0)):
+        out, _ = m(torch.zeros(*shape, dtype=torch.long))
+        assert out.shape == (*shape, V)
+    with pytest.raises(ValueError, match="integer token ids"):
+        m(torch.zeros(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="T0 >= 1"):
+        m.generate(torch.zeros(1, 0, dtype=torch.long), 2)

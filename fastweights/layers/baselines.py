@@ -107,10 +107,15 @@ class LSTMLayer(nn.Module):
         self.lstm = nn.LSTM(d_model, d_model, batch_first=True)
 
     def forward(self, x: torch.Tensor, state=None):
+        acc = acc_dtype(x.dtype)
+        if x.shape[0] == 0 or x.shape[1] == 0:  # nothing to read: the state passes through (zeros if fresh)
+            B = x.shape[0]
+            if state is None:
+                state = (x.new_zeros(B, self.d_model, dtype=acc), x.new_zeros(B, self.d_model, dtype=acc))
+            return x.new_zeros(x.shape[0], x.shape[1], self.d_model), state
         hx = None
         if state is not None:
             h, c = state
             hx = (h.to(x.dtype).unsqueeze(0).contiguous(), c.to(x.dtype).unsqueeze(0).contiguous())
-        y, (h, c) = self.lstm(x, hx)
-        acc = acc_dtype(x.dtype)  # the state stays float32 under autocast (which runs the LSTM in bfloat16)
+        y, (h, c) = self.lstm(x, hx)  # the state stays float32 under autocast (which runs the LSTM in bfloat16)
         return y, (h.squeeze(0).to(acc), c.squeeze(0).to(acc))

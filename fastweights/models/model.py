@@ -138,6 +138,8 @@ class FWPModel(nn.Module):
         else:
             if ids.dim() != 2:
                 raise ValueError(f"ids must be [B, T] token ids, got shape {tuple(ids.shape)}")
+            if ids.dtype == torch.bool or ids.is_complex():
+                raise ValueError(f"ids must be integer token ids, got dtype {ids.dtype}")
             if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.cfg.vocab_size):
                 raise ValueError(f"ids must lie in [0, vocab_size={self.cfg.vocab_size}), "
                                  f"got range [{int(ids.min())}, {int(ids.max())}]")
@@ -225,6 +227,9 @@ class FWPModel(nn.Module):
             raise ValueError(f"temperature must be a positive number, got {temperature!r}")
         if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
             raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+        if not isinstance(prompt_ids, torch.Tensor) or prompt_ids.dim() != 2 or prompt_ids.shape[1] == 0:
+            raise ValueError(f"prompt_ids must be [B, T0] token ids with T0 >= 1 (start from an <eos> for a new "
+                             f"text), got {getattr(prompt_ids, 'shape', prompt_ids)!r}")
         was_training = self.training
         self.eval()
         try:
