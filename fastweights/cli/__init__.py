@@ -17,6 +17,7 @@ import sys
 
 def build_parser():
     from .args import Parser
+    from .export import add_export_command
     from .tools import add_tool_commands
     from .train import add_migrate_command, add_train_commands
 
@@ -25,7 +26,7 @@ def build_parser():
     add_train_commands(sub)
     add_tool_commands(sub)
     add_migrate_command(sub)
-    __import__("fastweights.cli.export", fromlist=["_"]).add_export_command(sub)
+    add_export_command(sub)
     return parser
 
 
