@@ -19,8 +19,8 @@ Tolerances, and why:
   most about six times in series (the input, the weight and the result of the input projection; the op's output,
   W_o and the result of the output projection); its backward as many again: 12 x 2^-8 ~ 2^-4.4 is the worst
   case if every rounding err the same way, and with random signs sqrt(12) x 2^-8 ~ 2^-6.2 is typical (measured
-  here: 2^-8 to 2^-7). 2^-5 lies between, and holds because the fast-weight state is float32: rounded to
-  bfloat16 at each of T steps, its error would grow with T instead (T x 2^-9 ~ 5% at T = 24).
+  here: 2^-8.5 to 2^-6.8). 2^-5 lies between, and holds because the fast-weight state is float32: rounded to
+  bfloat16 at each of T steps, its error would grow with T instead (an estimate: T x 2^-9 ~ 5% at T = 24).
 * **The model's gradients**: two blocks put four such layers (mixer, feedforward) in series in the backward, about
   4 x 12 roundings: sqrt(48) x 2^-8 ~ 2^-5.2 typical, so 2^-4 for the whole gradient (measured: up to 2^-5.7).
   One parameter's gradient can lose more where its sum over B x T cancels (the norms' gains and biases,
