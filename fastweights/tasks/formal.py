@@ -3,19 +3,17 @@ Irie, Csordás and Schmidhuber, EMNLP 2023).
 
 The eight languages (:data:`LANGUAGES`):
 
-=============  =========  ====================================================================================
-name           alphabet   words
-=============  =========  ====================================================================================
-``parity``     0 1        an even number of 1s
-``aa-star``    a          (aa)*: even length
-``abab-star``  a b        (abab)*
-``counter-2``  a b        aⁿbⁿ, n >= 1
-``counter-3``  a b c      aⁿbⁿcⁿ, n >= 1
-``dyck-1``     ( )        balanced brackets
-``shuffle-2``  ( ) [ ]    each bracket type balanced on its own (the shuffle of two Dyck-1 languages)
-``reset-dyck`` ( ) r      ``r`` resets the bracket count to zero; within each segment the count never goes
-                          below zero, and the last segment ends at zero
-=============  =========  ====================================================================================
+| name | alphabet | words |
+|---|---|---|
+| ``parity`` | 0 1 | an even number of 1s |
+| ``aa-star`` | a | (aa)*: even length |
+| ``abab-star`` | a b | (abab)* |
+| ``counter-2`` | a b | aⁿbⁿ, n >= 1 |
+| ``counter-3`` | a b c | aⁿbⁿcⁿ, n >= 1 |
+| ``dyck-1`` | ( ) | balanced brackets |
+| ``shuffle-2`` | ( ) [ ] | each bracket type balanced on its own (the shuffle of two Dyck-1 languages) |
+| ``reset-dyck`` | ( ) r | ``r`` resets the bracket count to zero; within each segment the count never goes below \
+zero, and the last segment ends at zero |
 
 The task. After each prefix ``w[:i+1]`` of a word ``w`` the target is the exact set of symbols that can follow it
 in some word of the language, with ``$`` when the prefix is itself a word; a target is written as its set's

@@ -371,7 +371,8 @@ class StepLoop:
                         self._message(f"time budget of {cfg.time_budget_minutes:g} min spent at step {self.step} "
                                       f"of {total}; continue with --resume and a larger --time-budget")
                     elif reached is not None and not last:
-                        self._record_train()
+                        if self.step % cfg.log_interval:  # the train sums since the last record
+                            self._record_train()
                         self._message(f"{reached} at step {self.step} of {total}: stopping")
                         break
             # why the run ended before its steps: None, "time budget", the signal's name, or task.finished()'s
