@@ -5,6 +5,7 @@ Each layer is called as ``layer(x, state=None) -> (y, new_state)`` with x ``[B, 
 """
 
 from . import baselines, fwp  # noqa: F401  (registers the layers)
+from . import srwm  # noqa: F401  (registers srwm)
 from . import hybrid  # noqa: F401  (registers hqlt)
 from . import gated  # noqa: F401  (registers gated-deltanet)
 from .base import build_layer, layer_names, register

@@ -16,6 +16,7 @@ from .delta_rule import delta_rule
 from .gated_delta_rule import gated_delta_rule
 from .linear_attention import linear_attention
 from .rdn import recurrent_delta_rule
+from .srwm import srwm
 
 __all__ = ["delta_delta", "delta_lstm", "delta_mlp", "delta_rnn", "delta_rule", "feature_maps", "gated_delta_rule",
-           "linear_attention", "recurrent_delta_rule"]
+           "linear_attention", "recurrent_delta_rule", "srwm"]

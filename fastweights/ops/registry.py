@@ -30,6 +30,7 @@ from .feature_maps import elu1_sn
 from .gated_delta_rule import gated_delta_rule
 from .linear_attention import linear_attention
 from .rdn import recurrent_delta_rule
+from .srwm import STATE_NAMES as SRWM_STATE_NAMES, srwm
 
 __all__ = ["OPS", "OpCase", "OpSpec"]
 
@@ -235,6 +236,18 @@ def _make_rdn(B, T, H, D, *, dtype=torch.float32, seed=0, with_state=True, requi
     return _case(x, ("S", "y"), state, with_state, requires_grad, weights=("Rq", "Rk", "Rv", "rbeta"))
 
 
+def _make_srwm(B, T, H, D, *, dtype=torch.float32, seed=0, with_state=True, requires_grad=True) -> OpCase:
+    """Layer-normed inputs N(0, 1); initial matrices N(0, 1/sqrt(D)) shared over the batch (``[1, H, ...]``,
+    as the layer passes them), w_b with mean -1 (the layer's init); a state (the change from them) a tenth
+    of that scale."""
+    r = _Draw(seed, dtype)
+    w = D ** -0.5
+    x = dict(x=r(B, T, H, D), W_y=r(1, H, D, D, scale=w), W_q=r(1, H, D, D, scale=w), W_k=r(1, H, D, D, scale=w),
+             w_b=r(1, H, D, 4, scale=w, fn=lambda z: z - 1))
+    state = [r(B, H, D, D, scale=0.1 * w) for _ in range(3)] + [r(B, H, D, 4, scale=0.1 * w)]
+    return _case(x, SRWM_STATE_NAMES, state, with_state, requires_grad, weights=SRWM_STATE_NAMES)
+
+
 # ------------------------------------------------------------------------------------------------ the registry
 
 _F32, _F64 = torch.float32, torch.float64
@@ -263,4 +276,5 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
            _tol((1e-4, 1e-4), (1e-10, 1e-9))),
     OpSpec("recurrent_delta_rule", recurrent_delta_rule, ("reference", "fused"), ("S", "y"), _make_rdn,
            _tol((1e-4, 1e-3), (1e-10, 1e-8))),
+    OpSpec("srwm", srwm, ("reference", "fused"), SRWM_STATE_NAMES, _make_srwm, _tol((1e-4, 1e-3), (1e-10, 1e-8))),
 ]}
