@@ -15,7 +15,7 @@ test split, lengths 51-100), as the authors' code does with its "valid" and "val
 best checkpoint is the one with the highest mean of ``acc`` and ``long_acc`` (then the lower mean loss), and the
 run stops once that mean reaches ``stop_at_accuracy`` (1.0: both splits at 100%; the summary says
 ``"stopped": "accuracy 1 reached"``) or at its epoch/step limit. The long split thus doubles as the paper's
-validation set; ``fastweights eval`` of the best checkpoint on ``test`` reports it.
+validation set; :func:`evaluate_formal_run` of the best checkpoint on ``test`` reports it.
 """
 
 from __future__ import annotations
