@@ -195,14 +195,15 @@ def test_migrate_rewrites_a_legacy_run_and_it_still_evaluates(tmp_path, capsys):
     data = json.loads((run / "config.json").read_text())
     data.pop("kind", None), data.pop("format", None)
     data["out"] = "/some/machine/path/runs/x"
+    data["data_dir"] = "/some/machine/path/data/x"  # a legacy absolute path
     (run / "config.json").write_text(json.dumps(data))
     before = load_config(run)
     assert before.kind == "supervised" and before.out == str(run)
     assert main(["migrate", str(run)]) == 0
     after = json.loads((run / "config.json").read_text())
     assert after["kind"] == "supervised" and after["format"] == 2 and after["out"] == "."
-    assert "/some/machine" not in json.dumps(after)
-    assert load_config(run) == before
+    assert "/some/machine" not in json.dumps(after) and not os.path.isabs(after["data_dir"])
+    assert load_config(run) == before  # the same paths, now stored relative to the run
     capsys.readouterr()
     assert main(["migrate", str(run)]) == 0
     assert "already current" in capsys.readouterr().out
