@@ -202,7 +202,7 @@ def test_migrate_rewrites_a_legacy_run_and_it_still_evaluates(tmp_path, capsys):
     assert main(["migrate", str(run)]) == 0
     after = json.loads((run / "config.json").read_text())
     assert after["kind"] == "supervised" and after["format"] == 2 and after["out"] == "."
-    assert "/some/machine" not in json.dumps(after) and not os.path.isabs(after["data_dir"])
+    assert not os.path.isabs(after["data_dir"]) and after["data_dir"].endswith("some/machine/path/data/x")
     assert load_config(run) == before  # the same paths, now stored relative to the run
     capsys.readouterr()
     assert main(["migrate", str(run)]) == 0
