@@ -1,6 +1,7 @@
 """Self-referential weight matrix: the op's specific checks (a hand-computed 2-step case, a batch-1 initial state
 broadcasting, long-sequence stability of the undo backward, saved memory, gradients through a carried state,
-defaults, bad inputs) and the ``srwm`` layer (its init, options and the layer contract of test_layers_fwp.py).
+defaults, bad inputs) and the ``srwm`` layer's own (init, options, the op on slices of x; the layer contract is
+run on it by test_layers_fwp.py).
 The generic checks (fused vs reference on outputs, states and every gradient; gradcheck; two halves) are in
 test_ops_registry.py."""
 
@@ -253,28 +254,17 @@ def test_bad_state_dtype_and_impl():
 # ---------------------------------------------------------------------------------------------- the layer
 
 LAYER = "srwm"
-LAYER_ID = f"{LAYER}-{contract.DIMS}"
 
 
-@pytest.mark.parametrize("opts", [{}, {"impl": "reference"}, {"beta_init": 0.0}],
-                         ids=[f"{LAYER_ID}", f"{LAYER_ID}-impl=reference", f"{LAYER_ID}-beta_init=0"])
-def test_layer_whole_equals_steps_equals_halves(opts):
-    contract.test_whole_equals_steps_equals_halves(LAYER, opts)
+def test_layer_is_in_the_generic_layer_contract():
+    """test_layers_fwp.py runs the contract (whole = steps = halves, done-mask reset, padding, gradients through
+    carried state and not across detach, reference = auto, bad sizes) on every FastWeightLayer: srwm is one."""
+    assert LAYER in contract.NAMES
 
 
-CONTRACT = ["test_done_mask_reset_equals_fresh_start", "test_padding_never_changes_valid_outputs",
-            "test_gradient_through_carried_state_not_across_detach", "test_unknown_option_and_bad_sizes_raise",
-            "test_reference_impl_equals_auto"]
-
-
-@pytest.mark.parametrize("check", CONTRACT, ids=[f"{c.removeprefix('test_')}-{LAYER_ID}" for c in CONTRACT])
-def test_layer_contract(check):
-    """The contract every layer of test_layers_fwp.py passes, run on srwm."""
-    fn = getattr(contract, check)
-    if check == "test_reference_impl_equals_auto":
-        fn(LAYER, {})
-    else:
-        fn(LAYER)
+def test_layer_options_keep_the_contract():
+    contract.test_whole_equals_steps_equals_halves(LAYER, {"beta_init": 0.0})
+    contract.test_whole_equals_steps_equals_halves(LAYER, {"impl": "reference"})
 
 
 def test_layer_init_state_and_options():

@@ -89,7 +89,8 @@ class FastWeightLayer(nn.Module):
         self.impl = _check_choice("impl", impl, self.impls)
         self.sizes = list(sizes)
         H, out_dim = self.num_heads, out_dim or self.head_dim
-        self.in_proj = nn.Linear(self.d_model, H * sum(self.sizes), bias=False)  # all projections, fused
+        # all projections, fused; none without sizes (the SRWM, whose own matrices read the input)
+        self.in_proj = nn.Linear(self.d_model, H * sum(self.sizes), bias=False) if self.sizes else None
         self.out_proj = nn.Linear(H * out_dim, self.d_model, bias=False)  # W_o
 
     def project(self, x: torch.Tensor) -> list[torch.Tensor]:

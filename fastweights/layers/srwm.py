@@ -26,53 +26,44 @@ import torch
 import torch.nn as nn
 
 from ..ops.srwm import NUM_RATES, srwm
-from .base import head_dims, register
+from .base import register
+from .fwp import FUSED_IMPLS, FastWeightLayer
 
 __all__ = ["SRWM"]
 
-IMPLS = ("auto", "fused", "reference")
-
 
 @register("srwm")
-class SRWM(nn.Module):
+class SRWM(FastWeightLayer):
     """Self-referential weight matrix layer. Options: ``head_dim`` (must be d_model / num_heads: the heads read
     slices of the input), ``beta_init`` (mean of w_b's init, -1.0), ``impl`` ("auto", "fused", "reference")."""
 
+    impls = FUSED_IMPLS
     state_len = 4
 
     def __init__(self, d_model, num_heads, head_dim=None, beta_init=-1.0, impl="auto"):
-        super().__init__()
-        self.d_model, self.num_heads, self.head_dim = head_dims(d_model, num_heads, head_dim)
+        super().__init__(d_model, num_heads, head_dim, impl, sizes=[])  # no input projection
         if self.num_heads * self.head_dim != self.d_model:
             raise ValueError(f"head_dim must be d_model / num_heads = {self.d_model / self.num_heads:g} (the SRWM "
                              f"heads read slices of the input), got {head_dim!r}")
-        if not isinstance(impl, str) or impl not in IMPLS:
-            raise ValueError(f"impl must be one of {list(IMPLS)}, got {impl!r}")
         if isinstance(beta_init, bool) or not isinstance(beta_init, (int, float)) or not math.isfinite(beta_init):
             raise ValueError(f"beta_init must be a finite number, got {beta_init!r}")
-        self.impl, self.beta_init = impl, float(beta_init)
+        self.beta_init = float(beta_init)
         H, d = self.num_heads, self.head_dim
         std = 1.0 / math.sqrt(d)
         self.W_y = nn.Parameter(torch.randn(1, H, d, d) * std)
         self.W_q = nn.Parameter(torch.randn(1, H, d, d) * std)
         self.W_k = nn.Parameter(torch.randn(1, H, d, d) * std)
         self.w_b = nn.Parameter(torch.randn(1, H, d, NUM_RATES) * std + self.beta_init)
-        self.out_proj = nn.Linear(H * d, self.d_model, bias=False)  # W_o
 
     def forward(self, x, state=None):
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"{self.layer_name}: x must have shape [B, T, {self.d_model}], got {tuple(x.shape)}")
-        if state is not None and (not isinstance(state, (tuple, list)) or len(state) != self.state_len):
-            raise ValueError(f"{self.layer_name}: state must be None or a tuple of {self.state_len} tensors, "
-                             f"got {type(state).__name__}"
-                             + (f" of length {len(state)}" if isinstance(state, (tuple, list)) else ""))
+        state = self.check_state(state)
         B, T, _ = x.shape
         heads = x.reshape(B, T, self.num_heads, self.head_dim)
-        y, final = srwm(heads, self.W_y, self.W_q, self.W_k, self.w_b,
-                        initial_state=None if state is None else tuple(state), output_final_state=True,
-                        impl=self.impl)  # y: [B, T, H, d]
-        return self.out_proj(y.flatten(2)), tuple(final)
+        y, final = srwm(heads, self.W_y, self.W_q, self.W_k, self.w_b, initial_state=state,
+                        output_final_state=True, impl=self.impl)  # y: [B, T, H, d]
+        return self.merge(y), tuple(final)
 
     def extra_repr(self) -> str:
-        return (f"d_model={self.d_model}, num_heads={self.num_heads}, head_dim={self.head_dim}, "
-                f"beta_init={self.beta_init}, impl={self.impl!r}")
+        return super().extra_repr() + f", beta_init={self.beta_init}"
