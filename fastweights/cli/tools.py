@@ -284,12 +284,12 @@ def _eval(args) -> int:
                 if getattr(args, field, None) not in (None, False):
                     raise ValueError(f"{flag}: applies to {what} runs only; {e}") from None
         raise
-    own = {"lm": LM_EVAL_FLAGS, "rl": RL_EVAL_FLAGS, "supervised": {}}[kind]
+    own = {"lm": LM_EVAL_FLAGS, "rl": RL_EVAL_FLAGS}.get(kind, {})
+    its = {"supervised": "an algorithmic-task", "lm": "a language-model", "rl": "an RL"}.get(kind, f"a {kind}")
     for flags in (LM_EVAL_FLAGS, RL_EVAL_FLAGS):
         for field, flag in flags.items():
             if flags is not own and field not in own and getattr(args, field, None) not in (None, False):
                 what = "language-model" if flags is LM_EVAL_FLAGS else "RL"
-                its = {"supervised": "an algorithmic-task", "lm": "a language-model", "rl": "an RL"}[kind]
                 raise ValueError(f"{flag}: applies to {what} runs only; {args.run_dir} is {its} run")
     if kind == "rl":
         if args.split is not None:
@@ -299,6 +299,19 @@ def _eval(args) -> int:
     args.split = args.split or "test"
     if kind == "lm":
         return eval_lm_command(args)
+    if kind != "supervised":  # any other kind: its registered evaluation, printed generically
+        from ..train.runs import evaluate
+
+        result = evaluate(args.run_dir, split=args.split, which=args.checkpoint)
+        if args.json:
+            print(json.dumps(result, indent=2))
+            return 0
+        print(f"{kind} run {args.run_dir}, {args.checkpoint} checkpoint (step {result.get('step')}), "
+              f"{args.split} split:")
+        for k, v in result.items():
+            if isinstance(v, float):
+                print(f"  {k:<12} {100 * v:.2f}%" if k.endswith("acc") else f"  {k:<12} {v:.4f}")
+        return 0
     result = evaluate_run(args.run_dir, split=args.split, which=args.checkpoint)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -316,6 +329,7 @@ def add_tool_commands(sub) -> None:
     """``bench``, ``models``, ``data``, ``compare``, ``eval`` and ``generate``."""
     from . import lm_tools
     from .args import number, output_dir, output_path, run_dir, threads
+    from .formal import add_data_formal
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="target", required=True)
@@ -399,7 +413,7 @@ def add_tool_commands(sub) -> None:
                            help="comma-separated operators from MIN,MAX,FIRST,MED,SM (default MIN,MAX,FIRST)")
         d.set_defaults(func=_data)
     lm_tools.add_data_wikitext(data_sub)
-    __import__("fastweights.cli.formal", fromlist=["add_data_formal"]).add_data_formal(data_sub)
+    add_data_formal(data_sub)
 
     cmp_ = sub.add_parser("compare", help="one table row and one validation curve per run, on one time axis")
     cmp_.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", type=run_dir)

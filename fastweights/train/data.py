@@ -156,7 +156,7 @@ def objective(task: str, logits: torch.Tensor, batch: dict, loss_positions: str 
 
 COUNT_KEYS = {"code-exec": ("loss_count", "prints", "print_correct", "seqs", "seq_correct"),
               "listops": ("loss_count", "examples", "correct")}
-MAIN_METRIC = {"code-exec": "print_acc", "listops": "acc"}
+MAIN_METRIC = {"code-exec": "print_acc", "listops": "acc", "formal": "long_acc"}
 
 
 def summarize(task: str, totals: dict) -> dict:
