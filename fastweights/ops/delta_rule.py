@@ -129,12 +129,17 @@ def _decays(g) -> _Decays:
     to_end = g.flip(-1).cumsum(-1).flip(-1)  # g_s + ... + g_{C-1}
     last = F.pad(to_end[..., 1:], (0, 1)).exp()
     spans = g[..., :, None].expand(*g.shape, C).tril(-1).cumsum(-2)  # [t, s]: g_{s+1} + ... + g_t; 0 for s >= t
-    return _Decays(first, spans.exp(), last, first[..., -1])
+    return _Decays(first, spans.exp_(), last, first[..., -1])
 
 
 def _rows(x, w):
     """``x [..., C, D]`` with row t scaled by ``w[..., t]``; x itself when w is None (no decay)."""
     return x if w is None else x * w[..., None]
+
+
+def _rows_(x, w):
+    """:func:`_rows` in place (x a fresh tensor)."""
+    return x if w is None else x.mul_(w[..., None])
 
 
 def _decayed(M, pair):
@@ -169,7 +174,7 @@ class _ChunkDeltaRule(torch.autograd.Function):
         d = _decays(g)
         Kb = K * b[..., None]
         A = _unit_lower_inverse(K, Kb, d.pair)
-        W = A @ _rows(Kb, d.first)  # [BH, N, C, Dk]
+        W = A @ _rows_(Kb, d.first)  # [BH, N, C, Dk]
         del Kb
         U = A @ (V * b[..., None])  # [BH, N, C, Dv]
         states = K.new_empty(BH, N, Dk, Dv)
@@ -182,13 +187,13 @@ class _ChunkDeltaRule(torch.autograd.Function):
             vn = torch.baddbmm(U[:, n], W[:, n], S, alpha=-1)
             vnew[:, n] = vn
             if g is not None:
-                S = S * d.whole[:, n, None, None]
+                S.mul_(d.whole[:, n, None, None])  # S is a fresh tensor (copied into states above)
             S = torch.baddbmm(S, Kt_end[:, n], vn)
         del W, U
         O = _decayed((Q @ Kt).tril_(), d.pair) @ vnew  # intra-chunk part
         _flat(O).baddbmm_(_flat(_rows(Q, d.first)), _flat(states))  # + Q S: the state entering the chunk
         ctx.save_for_backward(Q, K, V, b, g, A, vnew, states, None if g is None else S)
-        ctx.has_s0 = s0 is not None
+        ctx.has_s0, ctx.decays = s0 is not None, d
         return O, S
 
     @staticmethod
@@ -197,8 +202,9 @@ class _ChunkDeltaRule(torch.autograd.Function):
         Q, K, V, b, g, A, vnew, states, S_end = ctx.saved_tensors
         BH, N, C, Dk = K.shape
         Dv = V.shape[-1]
-        d = _decays(g)
+        d = ctx.decays
         want_g = g is not None and ctx.needs_input_grad[4]
+        dG_end = K.new_empty(BH, N) if want_g else None  # <S_out, dS_out> per chunk (see _log_decay_grad)
         Kt = K.transpose(-1, -2)
         bb = b[..., None]
         dO = dO.contiguous()
@@ -214,10 +220,12 @@ class _ChunkDeltaRule(torch.autograd.Function):
         dvnew = torch.empty_like(vnew)
         for n in range(N - 1, -1, -1):
             dnext[:, n] = dS
+            if want_g:
+                dG_end[:, n] = (dS * (states[:, n + 1] if n + 1 < N else S_end)).sum((-2, -1))
             dvn = torch.baddbmm(P[:, n], K_end[:, n], dS)
             dvnew[:, n] = dvn
             if g is not None:
-                dS = dS * d.whole[:, n, None, None]
+                dS.mul_(d.whole[:, n, None, None])  # dS is a fresh tensor (copied into dnext above)
             dS = torch.baddbmm(dS + G[:, n], Wt[:, n], dvn, alpha=-1)
         del P, G, Wt
         st = _flat(states).transpose(-1, -2)
@@ -227,12 +235,10 @@ class _ChunkDeltaRule(torch.autograd.Function):
         dK = dM.transpose(-1, -2) @ Q
         del dM
         _flat(dK).baddbmm_(_flat(_rows(vnew, d.last)), _flat(dnext).transpose(-1, -2))
-        if want_g:  # the chunk's end state: decayed by g_0 ... g_{C-1} (see _log_decay_grad)
-            dG_end = (dnext * torch.cat([states[:, 1:], S_end[:, None]], dim=1)).sum((-2, -1))
         del dnext
         dW = dvnew @ states.transpose(-1, -2)  # minus the grad wrt W = A Kb_first
         At = A.transpose(-1, -2)
-        dKb = _rows((At @ dW).neg_(), d.first)
+        dKb = _rows_((At @ dW).neg_(), d.first)
         dA = dW @ Kb_first.transpose(-1, -2)  # minus the W part of dA
         del dW, Kb_first
         Vb = V * bb
@@ -246,22 +252,24 @@ class _ChunkDeltaRule(torch.autograd.Function):
         _flat(dKb).baddbmm_(_flat(dL), _flat(K))
         _flat(dK).baddbmm_(_flat(dL).transpose(-1, -2), _flat(Kb))
         del dL
-        dg = _log_decay_grad(Q, dQ, K, dK, Kb, dKb, dG_end) if want_g else None
         del Kb
-        db = (dKb * K).sum(-1) + (dVb * V).sum(-1)
+        k_dKb = (dKb * K).sum(-1)
+        db = k_dKb + (dVb * V).sum(-1)
+        dg = _log_decay_grad(Q, dQ, K, dK, b * k_dKb, dG_end) if want_g else None
         dK.add_(dKb.mul_(bb))
         dV = dVb.mul_(bb)
         return dQ, dK, dV, db, dg, (dS if ctx.has_s0 else None)
 
 
-def _log_decay_grad(Q, dQ, K, dK, Kb, dKb, dG_end):
-    """The gradient wrt the chunked log-decays g, from the other gradients (before dK takes in the Kb part).
+def _log_decay_grad(Q, dQ, K, dK, kb_dKb, dG_end):
+    """The gradient wrt the chunked log-decays g, from the other gradients (before dK takes in the Kb part;
+    ``kb_dKb[t] = kb_t . dkb_t``).
 
     Every decay is exp(G_t - G_s) with G_t = g_0 + ... + g_t, so it suffices to find dG, the gradient wrt G, and
     dg = the reverse running sum of dG. Each decay scales a product whose gradient the backward already has:
     the decayed reads ``q_t`` (intra-chunk and of the entering state) and writes ``kb_t`` (W and L) put
     ``+x_t . dx_t`` on G_t, the keys ``k_s`` read at a later step (M, L) or written to the chunk's end put
     ``-k_s . dk_s`` on G_s, and the chunk's end state S_out puts ``<S_out, dS_out>`` on G_{C-1} (``dG_end``)."""
-    dG = (Q * dQ).sum(-1) - (K * dK).sum(-1) + (Kb * dKb).sum(-1)
+    dG = (Q * dQ).sum(-1) - (K * dK).sum(-1) + kb_dKb
     dG[..., -1] += dG_end
     return dG.flip(-1).cumsum(-1).flip(-1)
