@@ -163,9 +163,9 @@ class _ChunkDeltaRule(torch.autograd.Function):
     """Chunkwise (gated) delta rule on ``[BH, N, C, D]`` tensors, with a hand-written backward; ``g`` (the chunked
     log-decays ``[BH, N, C]``) or None (the plain delta rule, which then runs exactly the decay-free code).
 
-    Memory: saves the chunked inputs, A, the new values and one state per chunk; temporaries are freed
-    as soon as they are used and sums are accumulated in place, so the peak stays a few input-sized
-    tensors above what is saved."""
+    Memory: saves the chunked inputs, A, the new values and one state per chunk (with g, also its decays:
+    one C x C matrix per chunk, like A); temporaries are freed as soon as they are used and sums are
+    accumulated in place, so the peak stays a few input-sized tensors above what is saved."""
 
     @staticmethod
     def forward(ctx, Q, K, V, b, g, s0):
