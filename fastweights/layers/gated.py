@@ -21,7 +21,7 @@ last one stopped (kept in float32, float64 for float64 inputs); just ``(S,)`` wi
 (``layers.reset_state``) are a fresh start: a zero buffer is the convolution's zero padding.
 
 Options and defaults (the paper's, as its authors' reference layer in flash-linear-attention,
-``fla/layers/gated_deltanet.py``, sets them; the paper's Figure 1 / Section 3.3 describe the same block):
+``fla/layers/gated_deltanet.py``, sets them; the paper's block diagram and text describe the same block):
 
 * ``head_dim``: d_model // num_heads (this library's convention; the key size d);
 * ``expand_v=2``: the value (and output-gate) size per head is ``d_v = expand_v * d``;
