@@ -12,7 +12,13 @@ cannot go on exits 1; a run stopped by SIGINT or SIGTERM exits 130 or 143 after 
 
 from __future__ import annotations
 
+import os
 import sys
+
+# Idle OpenMP threads sleep instead of spinning (set before torch loads its OpenMP runtime; an explicit setting
+# wins). Spinning threads steal the cores from everything else: with other processes on the machine, small
+# models trained 10-20x slower in CPU time (results of the formal-language runs, docs/training.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def build_parser():
