@@ -79,6 +79,20 @@ class ModelRunConfig(RunConfig):
     eval_batch_size: int = option(256, "batch of evaluation", low=1, high=2**20, resumable=True)
 
 
+    def check_schedule(self) -> None:
+        """The model and optimiser fields are given, and the length: ``steps`` or ``epochs`` (where the kind
+        has epochs), not both, with a warm-up shorter than ``steps``."""
+        for name in ("d_model", "num_layers", "num_heads", "dropout", "batch_size", "lr", "betas", "warmup_steps"):
+            if getattr(self, name) is None:
+                raise ConfigError(name, f"{name} is required, got None")
+        epochs = getattr(self, "epochs", None)
+        if self.steps is not None and epochs is not None:
+            raise ConfigError("steps", f"give steps or epochs, not both (steps={self.steps!r}, epochs={epochs!r})")
+        if self.steps is not None and self.warmup_steps >= self.steps > 1:
+            raise ConfigError("warmup_steps", f"warmup_steps must be below steps ({self.steps}), "
+                                              f"got {self.warmup_steps!r}")
+
+
 @dataclass
 class TrainConfig(ModelRunConfig):
     """One supervised run on an algorithmic task.
@@ -157,15 +171,7 @@ class TrainConfig(ModelRunConfig):
             raise ConfigError("depth", f"depth must be an int in 1..{MAX_DEPTH}, got {self.depth!r}")
         if len(set(self.ops)) != len(self.ops) or not self.ops:
             raise ConfigError("ops", f"ops must be distinct names from {list(_listops_ops())}, got {self.ops!r}")
-        for name in ("d_model", "num_layers", "num_heads", "dropout", "batch_size", "lr", "betas", "warmup_steps"):
-            if getattr(self, name) is None:
-                raise ConfigError(name, f"{name} is required, got None")
-        if self.steps is not None and self.epochs is not None:
-            raise ConfigError("steps", f"give steps or epochs, not both (steps={self.steps!r}, "
-                                       f"epochs={self.epochs!r})")
-        if self.steps is not None and self.warmup_steps >= self.steps > 1:
-            raise ConfigError("warmup_steps", f"warmup_steps must be below steps ({self.steps}), "
-                                              f"got {self.warmup_steps!r}")
+        self.check_schedule()
         if self.data_dir is None and self.batch_size > self.sizes[0]:
             raise ConfigError("batch_size", f"batch_size ({self.batch_size}) is larger than the training split "
                                             f"({self.sizes[0]} examples)")

@@ -28,12 +28,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import CheckpointError, load_checkpoint
 from .common import init_distributed
 from .config import ModelRunConfig, TrainConfig, check_model
-from .driver import BatchLoss, CKPT, StepLoop, distributed, release_run, seeded_model_and_optimizer, start_run
+from .driver import BatchLoss, StepLoop, distributed, release_run, seeded_model_and_optimizer, start_run
 from .driver import write_run_config
-from .loop import DATA, EVALS, TrainError, _SupervisedTask, _eval_key, _read_evals
+from .loop import DATA, TrainError, _SupervisedTask, kept_evaluation
 from .options import ConfigError, option, redeclare
 
 DEFAULT_EPOCHS = 300
@@ -115,15 +114,7 @@ class FormalConfig(ModelRunConfig):
     def check(self) -> None:
         from ..tasks.formal import FormalDataError, check_request
 
-        for name in ("d_model", "num_layers", "num_heads", "dropout", "batch_size", "lr", "betas", "warmup_steps"):
-            if getattr(self, name) is None:
-                raise ConfigError(name, f"{name} is required, got None")
-        if self.steps is not None and self.epochs is not None:
-            raise ConfigError("steps", f"give steps or epochs, not both (steps={self.steps!r}, "
-                                       f"epochs={self.epochs!r})")
-        if self.steps is not None and self.warmup_steps >= self.steps > 1:
-            raise ConfigError("warmup_steps", f"warmup_steps must be below steps ({self.steps}), "
-                                              f"got {self.warmup_steps!r}")
+        self.check_schedule()
         if self.data_dir is None:
             try:
                 check_request(self.language, self.lengths, self.test_lengths, self.sizes)
@@ -418,38 +409,17 @@ def evaluate_formal_run(run_dir: str | os.PathLike, split: str = "test", which: 
     or ``"last"``) on ``split`` (``test``: the long split). Kept in ``RUN_DIR/evals.json`` as
     :func:`.loop.evaluate_run` keeps its results; with ``cache`` a kept result of the same checkpoint and code
     is returned without evaluating again."""
-    from ..models import build_model
-    from ..provenance import source_sha256
-    from .checkpoint import read_pointer, write_json_atomic
-
-    run_dir = Path(run_dir)
     cfg = load_formal_config(run_dir)
-    if split not in ("train", "valid", "test"):
-        raise ValueError(f"split must be train, valid or test, got {split!r}")
-    if which not in ("best", "last"):
-        raise ValueError(f"checkpoint must be best or last, got {which!r}")
-    ptr = read_pointer(run_dir / CKPT, which)
-    kept = _read_evals(run_dir)
-    if cache and ptr is not None and kept.get(_eval_key(split, ptr), {}).get("source") == source_sha256():
-        return {**kept[_eval_key(split, ptr)]["result"], "checkpoint": which}
-    model = build_model(cfg.model_config())
-    loaded = load_checkpoint(run_dir / CKPT, model, which)
-    if loaded is None:
-        raise CheckpointError(f"{run_dir}: no {which} checkpoint yet (no {CKPT}/{which}.json)")
-    ptr, _ = loaded
-    splits = load_data(cfg, run_dir, write=False)
-    data = FormalSplit(cfg.language, splits[split])
-    metrics = evaluate(model, data, cfg.eval_batch_size, torch.device("cpu"))
-    lengths = [len(x) for x in data.ids]
-    result = {"run_dir": str(run_dir), "task": "formal", "language": cfg.language, "model": cfg.model,
-              "options": cfg.task_options(), "split": split, "checkpoint": which, "step": ptr["step"],
-              "examples": len(data), "min_length": min(lengths), "max_length": max(lengths), **metrics}
-    kept[_eval_key(split, ptr)] = {"source": source_sha256(), "result": result}
-    try:
-        write_json_atomic(run_dir / EVALS, kept)
-    except OSError:
-        pass  # a read-only run directory: the result is still returned
-    return result
+
+    def score(model, ptr) -> dict:
+        data = FormalSplit(cfg.language, load_data(cfg, Path(run_dir), write=False)[split])
+        metrics = evaluate(model, data, cfg.eval_batch_size, torch.device("cpu"))
+        lengths = [len(x) for x in data.ids]
+        return {"run_dir": str(run_dir), "task": "formal", "language": cfg.language, "model": cfg.model,
+                "options": cfg.task_options(), "split": split, "checkpoint": which, "step": ptr["step"],
+                "examples": len(data), "min_length": min(lengths), "max_length": max(lengths), **metrics}
+
+    return kept_evaluation(run_dir, cfg, split, which, cache, score)
 
 
 __all__ = ["FormalConfig", "train_formal", "evaluate_formal_run", "evaluate", "objective", "collate", "FormalSplit",

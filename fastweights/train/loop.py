@@ -253,16 +253,33 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "test", which: str = "
     """Metrics of a run's ``which`` checkpoint (``"best"`` validation, or ``"last"``) on ``split``.
 
     Every result is kept in ``RUN_DIR/evals.json`` under the split and the checkpoint's directory (one per
-    step, never rewritten); with ``cache`` a kept result of the same checkpoint and the same code (its source hash) is
-    returned without evaluating again (``fastweights compare --test`` uses this)."""
+    step, never rewritten); with ``cache`` a kept result of the same checkpoint and the same code (its source
+    hash) is returned without evaluating again (``fastweights compare --test`` uses this)."""
+    cfg = load_run_config(run_dir)
+
+    def score(model, ptr) -> dict:
+        data = EncodedSplit(cfg.task, load_data(cfg, Path(run_dir), write=False)[split])
+        metrics = evaluate(model, data, cfg.eval_batch_size, torch.device("cpu"), cfg.loss_positions)
+        return {"run_dir": str(run_dir), "task": cfg.task, "model": cfg.model, "options": cfg.task_options(),
+                "split": split, "checkpoint": which, "step": ptr["step"], "examples": len(data), **metrics}
+
+    return kept_evaluation(run_dir, cfg, split, which, cache, score)
+
+
+def kept_evaluation(run_dir, cfg, split: str, which: str, cache: bool, score) -> dict:
+    """The evaluation of a run's ``which`` checkpoint on ``split`` that every algorithmic kind shares: a result
+    kept in ``evals.json`` by the same code is reused (with ``cache``), else the model is built from ``cfg``,
+    the checkpoint loaded (checksums checked) and ``score(model, pointer) -> result`` called; the result is
+    kept."""
     from ..models import build_model
     from ..provenance import source_sha256
     from .checkpoint import read_pointer, write_json_atomic
 
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
     if split not in ("train", "valid", "test"):
         raise ValueError(f"split must be train, valid or test, got {split!r}")
+    if which not in ("best", "last"):
+        raise ValueError(f"checkpoint must be best or last, got {which!r}")
     ptr = read_pointer(run_dir / CKPT, which)
     kept = _read_evals(run_dir)
     if cache and ptr is not None and kept.get(_eval_key(split, ptr), {}).get("source") == source_sha256():
@@ -272,11 +289,7 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "test", which: str = "
     if loaded is None:
         raise CheckpointError(f"{run_dir}: no {which} checkpoint yet (no {CKPT}/{which}.json)")
     ptr, _ = loaded
-    splits = load_data(cfg, run_dir, write=False)
-    data = EncodedSplit(cfg.task, splits[split])
-    metrics = evaluate(model, data, cfg.eval_batch_size, torch.device("cpu"), cfg.loss_positions)
-    result = {"run_dir": str(run_dir), "task": cfg.task, "model": cfg.model, "options": cfg.task_options(),
-              "split": split, "checkpoint": which, "step": ptr["step"], "examples": len(data), **metrics}
+    result = score(model, ptr)
     kept[_eval_key(split, ptr)] = {"source": source_sha256(), "result": result}
     try:
         write_json_atomic(run_dir / EVALS, kept)
