@@ -28,38 +28,13 @@ import numba
 import numpy as np
 
 from ._numba import njit, prange
+from ._recurrent_read import _copy, _softmax  # the recurrent FWPs' serial helpers, shared
 
 CHECKPOINT = 64  # steps between the stored matrices the backward resynchronises to
 
 njit_serial = numba.njit(cache=True, fastmath=False, nogil=True)
 # Only the loops over D and N: letting LLVM reassociate the sums (no finite-math assumptions) vectorises them.
 njit_dot = numba.njit(cache=True, fastmath={"reassoc", "contract"}, nogil=True)
-
-
-@njit_serial
-def _copy(src, dst):
-    """``dst[...] = src`` (explicit loop: numba's slice assignment between arrays is slow to compile)."""
-    a = src.reshape(-1)
-    b = dst.reshape(-1)
-    for i in range(a.shape[0]):
-        b[i] = a[i]
-
-
-@njit_serial
-def _softmax(x, out):
-    """``out = softmax(x)`` (max-shifted)."""
-    n = x.shape[0]
-    m = x[0]
-    for i in range(1, n):
-        if x[i] > m:
-            m = x[i]
-    s = 0.0
-    for i in range(n):
-        e = math.exp(x[i] - m)
-        out[i] = e
-        s += e
-    for i in range(n):
-        out[i] = out[i] / s
 
 
 @njit_serial
