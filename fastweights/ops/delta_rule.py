@@ -204,7 +204,6 @@ class _ChunkDeltaRule(torch.autograd.Function):
         Dv = V.shape[-1]
         d = ctx.decays
         want_g = g is not None and ctx.needs_input_grad[4]
-        dG_end = K.new_empty(BH, N) if want_g else None  # <S_out, dS_out> per chunk (see _log_decay_grad)
         Kt = K.transpose(-1, -2)
         bb = b[..., None]
         dO = dO.contiguous()
@@ -220,8 +219,6 @@ class _ChunkDeltaRule(torch.autograd.Function):
         dvnew = torch.empty_like(vnew)
         for n in range(N - 1, -1, -1):
             dnext[:, n] = dS
-            if want_g:
-                dG_end[:, n] = (dS * (states[:, n + 1] if n + 1 < N else S_end)).sum((-2, -1))
             dvn = torch.baddbmm(P[:, n], K_end[:, n], dS)
             dvnew[:, n] = dvn
             if g is not None:
@@ -235,6 +232,9 @@ class _ChunkDeltaRule(torch.autograd.Function):
         dK = dM.transpose(-1, -2) @ Q
         del dM
         _flat(dK).baddbmm_(_flat(_rows(vnew, d.last)), _flat(dnext).transpose(-1, -2))
+        if want_g:  # <S_out, dS_out> per chunk, S_out the next chunk's entering state (see _log_decay_grad)
+            dG_end = torch.cat([(dnext[:, :-1] * states[:, 1:]).sum((-2, -1)),
+                                (dnext[:, -1] * S_end).sum((-2, -1))[:, None]], dim=1)
         del dnext
         dW = dvnew @ states.transpose(-1, -2)  # minus the grad wrt W = A Kb_first
         At = A.transpose(-1, -2)
