@@ -52,7 +52,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .splits import SPLIT_FILES, SPLITS, Splits, Vocab, _same_text, _write_atomic, not_utf8_message
+from .splits import SPLIT_FILES, SPLITS, Splits, Vocab, _same_text, _write_atomic, read_lines
 
 END = "$"
 DEFAULT_LENGTHS = (1, 50)
@@ -520,19 +520,7 @@ def write_formal_splits(out_dir: str | os.PathLike, splits: Splits) -> Path:
 def read_formal_split(path: str | os.PathLike, name: str) -> list:
     """The examples of one split file of language ``name``; ``ValueError`` naming file:line."""
     lang = language(name)
-    examples = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    examples.append(parse_line(lang, line))
-                except ValueError as e:
-                    raise ValueError(f"{path}:{n}: {e}") from None
-    except UnicodeDecodeError:
-        raise ValueError(not_utf8_message(path)) from None
-    return examples
+    return read_lines(path, lambda line: parse_line(lang, line))
 
 
 def load_formal_splits(data_dir: str | os.PathLike) -> Splits:

@@ -298,6 +298,12 @@ def read_split(path: str | os.PathLike, task: str) -> list:
     """The examples of one split file, as ``generate`` returns them; ``ValueError`` naming file:line (a
     malformed line, a token outside the vocabulary, bytes that are not UTF-8)."""
     _task(task)
+    return read_lines(path, lambda line: parse_line(task, line))
+
+
+def read_lines(path: str | os.PathLike, parse) -> list:
+    """``parse(line)`` of every non-blank line of a UTF-8 split file; a ``ValueError`` of ``parse`` comes back
+    naming file:line, bytes that are not UTF-8 name the file."""
     examples = []
     try:
         with open(path, encoding="utf-8") as f:
@@ -305,7 +311,7 @@ def read_split(path: str | os.PathLike, task: str) -> list:
                 if not line.strip():
                     continue
                 try:
-                    examples.append(parse_line(task, line))
+                    examples.append(parse(line))
                 except ValueError as e:
                     raise ValueError(f"{path}:{n}: {e}") from None
     except UnicodeDecodeError:

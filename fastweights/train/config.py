@@ -79,6 +79,15 @@ class ModelRunConfig(RunConfig):
     eval_batch_size: int = option(256, "batch of evaluation", low=1, high=2**20, resumable=True)
 
 
+    def resume_fixups(self, changes: dict) -> dict:
+        """A new ``steps`` clears ``epochs`` and a new ``epochs`` clears ``steps`` (kinds with epochs)."""
+        if hasattr(self, "epochs"):
+            if "steps" in changes:
+                changes.setdefault("epochs", None)
+            if "epochs" in changes:
+                changes.setdefault("steps", None)
+        return changes
+
     def check_schedule(self) -> None:
         """The model and optimiser fields are given, and the length: ``steps`` or ``epochs`` (where the kind
         has epochs), not both, with a warm-up shorter than ``steps``."""
@@ -194,13 +203,6 @@ class TrainConfig(ModelRunConfig):
         if missing:
             raise ConfigError("data_dir", f"{self.data_dir} is not a 'fastweights data' directory (no "
                                           f"{', '.join(missing)})")
-
-    def resume_fixups(self, changes: dict) -> dict:
-        if "steps" in changes:
-            changes.setdefault("epochs", None)
-        if "epochs" in changes:
-            changes.setdefault("steps", None)
-        return changes
 
     # ------------------------------------------------------------------------------------------------
     def task_options(self) -> dict:

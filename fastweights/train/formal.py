@@ -125,13 +125,6 @@ class FormalConfig(ModelRunConfig):
                                                 f"({self.sizes[0]} words)")
         check_model(self, self.model_config)
 
-    def resume_fixups(self, changes: dict) -> dict:
-        if "steps" in changes:
-            changes.setdefault("epochs", None)
-        if "epochs" in changes:
-            changes.setdefault("steps", None)
-        return changes
-
     def task_options(self) -> dict:
         return {"language": self.language, "lengths": list(self.lengths), "test_lengths": list(self.test_lengths)}
 
