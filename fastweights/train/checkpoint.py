@@ -254,11 +254,20 @@ def load_checkpoint(ckpt_root: str | os.PathLike, model=None, which: str = "last
     """Loads the ``which`` checkpoint: weights into ``model`` (if given, strictly) and the trainer
     state with ``weights_only=True``, after checking both files' SHA-256. Returns ``(pointer,
     trainer_state)``, or None if there is no checkpoint. Raises :class:`CheckpointError` (one line) on
-    anything missing or damaged."""
+    anything missing or damaged; a checkpoint that a run being trained pruned while it was read is not an
+    error: the pointer's new checkpoint is read instead."""
     root = Path(ckpt_root)
     ptr = read_pointer(root, which)
-    if ptr is None:
-        return None
+    for _ in range(5):  # a run being trained may move the pointer on and prune the checkpoint while it is read
+        if ptr is None:
+            return None
+        try:
+            return ptr, load_checkpoint_dir(root / ptr["dir"], model, map_location, ptr["step"])
+        except CheckpointError:
+            moved = read_pointer(root, which)
+            if moved == ptr:
+                raise
+            ptr = moved
     return ptr, load_checkpoint_dir(root / ptr["dir"], model, map_location, ptr["step"])
 
 
