@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from ._chunk import from_chunks, to_chunks
 from ._utils import (acc_dtype, autocast_float32, autocast_off, check_dtypes_and_device, check_positive_int, check_qkv,
-                     empty_result, resolve_impl, unpack_state)
+                     check_tensor, empty_result, resolve_impl, unpack_state)
 
 # Measured (forward + backward, float32, 2 threads, interleaved): chunks of 16 ran 1.3-1.4x faster than chunks of 32
 # at the benchmark shapes with D = 16 and 32, and about as fast at D = 64 (C = 64 no better there): the C x C
@@ -56,18 +56,32 @@ def delta_rule(q, k, v, beta, *, initial_state=None, output_final_state=False, i
     Returns:
         ``(o, S_T)``: o is ``[B, T, H, Dv]`` in the input dtype; S_T (or None) in float32/float64.
     """
+    return run_delta_rule("delta_rule", q, k, v, beta, None, initial_state, output_final_state, impl, chunk_size)
+
+
+def run_delta_rule(name, q, k, v, beta, g, initial_state, output_final_state, impl, chunk_size):
+    """The checks and the dispatch that ``delta_rule`` and ``gated_delta_rule`` (``name``) share; ``g`` None is
+    the plain delta rule (the decay-free path: no decay argument reaches the implementations)."""
     B, T, H, Dk, Dv = check_qkv(q, k, v, beta)
+    if g is not None:
+        check_tensor("g", g, 3, "[B, T, H]")
+        if g.shape != q.shape[:3]:
+            raise ValueError(f"g must have shape {tuple(q.shape[:3])}, got {tuple(g.shape)}")
     (s0,) = unpack_state(initial_state, ["S"], [(B, H, Dk, Dv)])
-    check_dtypes_and_device([("q", q), ("k", k), ("v", v), ("beta", beta)], [("initial_state.S", s0)])
+    named = [("q", q), ("k", k), ("v", v), ("beta", beta)] + ([("g", g)] if g is not None else [])
+    check_dtypes_and_device(named, [("initial_state.S", s0)])
     check_positive_int("chunk_size", chunk_size)
-    fn = resolve_impl("delta_rule", impl, {"reference": _delta_rule_reference, "chunk": _delta_rule_chunk},
-                      ["chunk"], q.device)
+    if g is not None and (g > 0).any():
+        raise ValueError(f"g must be <= 0 (a log-decay: exp(g) <= 1), got a maximum of {g.max().item():.4g}")
+    fn = resolve_impl(name, impl, {"reference": _delta_rule_reference, "chunk": _delta_rule_chunk}, ["chunk"],
+                      q.device)
     if B == 0 or T == 0:
-        o, (S,) = empty_result([q, k, v, beta, s0], (B, T, H, Dv), v.dtype, [s0], [(B, H, Dk, Dv)])
+        o, (S,) = empty_result([t for _, t in named] + [s0], (B, T, H, Dv), v.dtype, [s0], [(B, H, Dk, Dv)])
         return o, (S if output_final_state else None)
+    decay = {} if g is None else {"g": g}
     if fn is _delta_rule_chunk:
-        return fn(q, k, v, beta, s0, output_final_state, chunk_size)
-    return fn(q, k, v, beta, s0, output_final_state)
+        return fn(q, k, v, beta, s0, output_final_state, chunk_size, **decay)
+    return fn(q, k, v, beta, s0, output_final_state, **decay)
 
 
 def _delta_rule_reference(q, k, v, beta, s0, output_final_state, g=None):

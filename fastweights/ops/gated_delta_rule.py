@@ -18,9 +18,8 @@ would hide a bug upstream.
 
 from __future__ import annotations
 
-from ._utils import (autocast_float32, check_dtypes_and_device, check_positive_int, check_qkv, check_tensor,
-                     empty_result, resolve_impl, unpack_state)
-from .delta_rule import DEFAULT_CHUNK_SIZE, _delta_rule_chunk, _delta_rule_reference
+from ._utils import autocast_float32
+from .delta_rule import DEFAULT_CHUNK_SIZE, run_delta_rule
 
 
 @autocast_float32
@@ -41,20 +40,5 @@ def gated_delta_rule(q, k, v, beta, g, *, initial_state=None, output_final_state
     Returns:
         ``(o, S_T)``: o is ``[B, T, H, Dv]`` in the input dtype; S_T (or None) in float32/float64.
     """
-    B, T, H, Dk, Dv = check_qkv(q, k, v, beta)
-    check_tensor("g", g, 3, "[B, T, H]")
-    if g.shape != q.shape[:3]:
-        raise ValueError(f"g must have shape {tuple(q.shape[:3])}, got {tuple(g.shape)}")
-    (s0,) = unpack_state(initial_state, ["S"], [(B, H, Dk, Dv)])
-    check_dtypes_and_device([("q", q), ("k", k), ("v", v), ("beta", beta), ("g", g)], [("initial_state.S", s0)])
-    check_positive_int("chunk_size", chunk_size)
-    if (g > 0).any():
-        raise ValueError(f"g must be <= 0 (a log-decay: exp(g) <= 1), got a maximum of {g.max().item():.4g}")
-    fn = resolve_impl("gated_delta_rule", impl, {"reference": _delta_rule_reference, "chunk": _delta_rule_chunk},
-                      ["chunk"], q.device)
-    if B == 0 or T == 0:
-        o, (S,) = empty_result([q, k, v, beta, g, s0], (B, T, H, Dv), v.dtype, [s0], [(B, H, Dk, Dv)])
-        return o, (S if output_final_state else None)
-    if fn is _delta_rule_chunk:
-        return fn(q, k, v, beta, s0, output_final_state, chunk_size, g=g)
-    return fn(q, k, v, beta, s0, output_final_state, g=g)
+    return run_delta_rule("gated_delta_rule", q, k, v, beta, g, initial_state, output_final_state, impl,
+                          chunk_size)
