@@ -24,13 +24,13 @@ validates.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shutil
 from pathlib import Path
 
+from ..tasks.wikitext import sha256_file  # the data files' checksum, for the checkpoint files too
 from . import _faults
 
 FORMAT_VERSION = 2
@@ -64,17 +64,6 @@ def _fsync_dir(path: Path) -> None:
 def _fsync_file(path: Path) -> None:
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 def write_json_atomic(path: Path, payload) -> None:
