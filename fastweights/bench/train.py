@@ -174,13 +174,13 @@ def run_bench(task: str, models: list, precisions: list, steps: int = 10, warmup
         base_fp32 = {r["model"]: r for r in rows if r["code"] == "baseline" and r["precision"] == "fp32"
                      and "error" not in r}
         for r in rows:
-            if r["code"] == "current" and "error" not in r:
-                b = base.get((r["model"], r["precision"])) or base_fp32.get(r["model"])
-                if b:
-                    r["speedup_vs_baseline_fp32" if b["precision"] == "fp32" else "speedup_vs_baseline"] = \
-                        round(r["tokens_per_s"] / b["tokens_per_s"], 2)
-                if r["model"] in base_fp32:
-                    r["speedup_vs_baseline_fp32"] = round(r["tokens_per_s"] / base_fp32[r["model"]]["tokens_per_s"], 2)
+            if r["code"] != "current" or "error" in r:
+                continue
+            same = base.get((r["model"], r["precision"]))
+            if same is not None and r["precision"] != "fp32":
+                r["speedup_vs_baseline"] = round(r["tokens_per_s"] / same["tokens_per_s"], 2)
+            if r["model"] in base_fp32:
+                r["speedup_vs_baseline_fp32"] = round(r["tokens_per_s"] / base_fp32[r["model"]]["tokens_per_s"], 2)
     return rows
 
 

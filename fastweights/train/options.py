@@ -69,21 +69,20 @@ class Opt:
 
 def option(default, help: str, **kw) -> Any:
     """A dataclass field with its declaration (see the module doc). A list default is copied per instance."""
-    meta = {"opt": Opt(help=help, **kw)}
+    return _declared_field(default, Opt(help=help, **kw))
+
+
+def _declared_field(default, opt: Opt) -> Any:
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
-    return field(default=default, metadata=meta)
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"opt": opt})
+    return field(default=default, metadata={"opt": opt})
 
 
 def redeclare(base: type, name: str, default, help: str | None = None, **kw) -> Any:
     """The field ``name`` of ``base`` with another default (and optionally other declaration entries), for a
     config whose run kind uses a shared field with its own default."""
     f = next(f for f in fields(base) if f.name == name)
-    opt = dataclasses.replace(f.metadata["opt"], **({"help": help} if help else {}), **kw)
-    meta = {"opt": opt}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
-    return field(default=default, metadata=meta)
+    return _declared_field(default, dataclasses.replace(f.metadata["opt"], **({"help": help} if help else {}), **kw))
 
 
 def opt_of(f: dataclasses.Field) -> Opt | None:
