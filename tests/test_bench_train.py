@@ -33,3 +33,26 @@ def test_bench_train_rows_and_baseline_ratios(tmp_path, monkeypatch):
 def test_bench_train_baseline_without_a_package_is_one_line(tmp_path):
     r = cli_subprocess("bench", "train", "--baseline", tmp_path, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "--baseline" in r.stderr
+
+
+def test_bench_train_formal_language_rows(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTWEIGHTS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "bench.json"
+    r = cli_subprocess("bench", "train", "--task", "formal", "--language", "dyck-1", "--models", "rdn,srwm",
+                       "--steps", "1", "--warmup", "0", "--rounds", "1", "--threads", "1", "--json", out, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert sorted(row["model"] for row in rows) == ["rdn", "srwm"]
+    for row in rows:
+        assert "error" not in row, row
+        assert row["task"] == "formal" and row["language"] == "dyck-1"
+        assert row["batch_size"] == 32  # the formal task's default batch
+        assert row["ms_per_step"] > 0 and row["tokens_per_s"] > 0
+
+
+def test_bench_train_language_errors_are_one_line():
+    for argv, flag in ((["--task", "listops", "--language", "dyck-1"], "--language"),
+                       (["--task", "formal", "--language", "klingon"], "--language"),
+                       (["--task", "formal", "--baseline", str(REPO)], "--baseline")):
+        r = cli_subprocess("bench", "train", *argv, timeout=120)
+        assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and flag in r.stderr, (argv, r.stderr)

@@ -25,20 +25,27 @@ import time
 from contextlib import nullcontext
 
 TASK_OPTIONS = {"listops": {"depth": 10}, "code-exec": {"num_vars": 3}}
+TASKS = (*TASK_OPTIONS, "formal")  # formal: next-symbol-set prediction, spec["language"] (this code only)
 
 
 # ------------------------------------------------------------------------------------------ one worker process
 
-def _build_case(task: str, model: str, precision: str, sizes: list, batch_size: int, seed: int, size: dict):
+def _build_case(task: str, model: str, precision: str, sizes: list, batch_size: int, seed: int, size: dict,
+                language: str = "parity"):
     """``(step function, parameters)`` of one case, from the package this process imports."""
     import torch
+
+    if task == "formal":
+        return _build_formal_case(model, precision, sizes, batch_size, seed, size, language)
 
     from fastweights.tasks import make_splits
     from fastweights.train import TrainConfig
     from fastweights.train.data import EncodedSplit
     from fastweights.train.loop import _SupervisedTask
 
-    fields = dict(task=task, model=model, batch_size=batch_size, seed=seed, sizes=sizes, **size, **TASK_OPTIONS[task])
+    fields = dict(task=task, model=model, seed=seed, sizes=sizes, **size, **TASK_OPTIONS[task])
+    if batch_size is not None:
+        fields["batch_size"] = batch_size
     try:
         cfg = TrainConfig(**fields, precision=precision)
     except TypeError:  # a package from before precisions existed: fp32 only
@@ -51,6 +58,36 @@ def _build_case(task: str, model: str, precision: str, sizes: list, batch_size: 
     model_, opt = seeded_model_and_optimizer(cfg, 0, torch.device("cpu"))
     train_set = EncodedSplit(task, splits.train)
     t = _SupervisedTask(cfg, model_, train_set, train_set, torch.device("cpu"), 0, 1)
+    return _step_function(cfg, model_, opt, t, precision)
+
+
+def _build_formal_case(model: str, precision: str, sizes: list, batch_size, seed: int, size: dict, language: str):
+    """A formal-language training step (:mod:`fastweights.train.formal`): the run's own task and defaults, the
+    train split of ``sizes[0]`` words of lengths 1-50."""
+    import torch
+
+    from fastweights.tasks.formal import make_formal_splits
+    from fastweights.train.driver import seeded_model_and_optimizer
+    from fastweights.train.formal import FormalConfig, FormalSplit, _FormalTask
+
+    fields = dict(model=model, language=language, seed=seed, sizes=sizes, precision=precision, **size)
+    if batch_size is not None:
+        fields["batch_size"] = batch_size
+    cfg = FormalConfig(**fields)
+    key = ("formal", language, tuple(sizes))
+    if key not in _SPLITS:
+        _SPLITS[key] = make_formal_splits(language, cfg.lengths, cfg.test_lengths, sizes, cfg.data_seed)
+    splits = _SPLITS[key]
+    sets = {s: FormalSplit(language, splits[s]) for s in ("train", "valid", "test")}
+    model_, opt = seeded_model_and_optimizer(cfg, 0, torch.device("cpu"))
+    t = _FormalTask(cfg, model_, sets, torch.device("cpu"), 0, 1)
+    return _step_function(cfg, model_, opt, t, precision)
+
+
+def _step_function(cfg, model_, opt, t, precision: str):
+    """``(step, parameters)``: one real training step of task ``t`` (sample, forward, backward, clip, update)."""
+    import torch
+
     ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
     params = sum(p.numel() for p in model_.parameters())
 
@@ -65,7 +102,7 @@ def _build_case(task: str, model: str, precision: str, sizes: list, batch_size: 
         t.after_update(loss)
         return int(batch["lengths"].sum())
 
-    return step, params
+    return step, params, cfg.batch_size
 
 
 _SPLITS: dict = {}
@@ -89,12 +126,13 @@ def worker(spec: dict) -> dict:
         for precision in spec["precisions"]:
             name = f"{model}|{precision}"
             try:
+                extra = {"language": spec["language"]} if spec["task"] == "formal" else {}
                 cases[name] = _build_case(spec["task"], model, precision, spec["sizes"], spec["batch_size"],
-                                          spec["seed"], spec["size"])
+                                          spec["seed"], spec["size"], **extra)
             except Exception as e:  # noqa: BLE001 - reported per case (e.g. an op that fails under autocast)
                 out[name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
     for _ in range(spec["warmup"]):
-        for name, (step, _) in list(cases.items()):
+        for name, (step, *_) in list(cases.items()):
             try:
                 step()
             except Exception as e:  # noqa: BLE001
@@ -103,13 +141,13 @@ def worker(spec: dict) -> dict:
     times = {name: [] for name in cases}
     tokens = {name: [] for name in cases}
     for _ in range(spec["steps"]):
-        for name, (step, _) in cases.items():
+        for name, (step, *_) in cases.items():
             t0 = time.perf_counter()
             n = step()
             times[name].append(time.perf_counter() - t0)
             tokens[name].append(n)
-    for name, (_, params) in cases.items():
-        out[name] = {"seconds": times[name], "tokens": tokens[name], "params": params}
+    for name, (_, params, batch) in cases.items():
+        out[name] = {"seconds": times[name], "tokens": tokens[name], "params": params, "batch_size": batch}
     return out
 
 
@@ -130,17 +168,20 @@ def _run_worker(spec: dict, tree: str | None) -> dict:
 
 
 def run_bench(task: str, models: list, precisions: list, steps: int = 10, warmup: int = 2, rounds: int = 2,
-              threads: int = 2, batch_size: int = 64, seed: int = 0, size: dict | None = None,
-              train_examples: int = 2000, baseline: str | None = None, progress=None) -> list[dict]:
+              threads: int = 2, batch_size: int | None = 64, seed: int = 0, size: dict | None = None,
+              train_examples: int = 2000, baseline: str | None = None, progress=None,
+              language: str = "parity") -> list[dict]:
     """One row per (code, model, precision): median ms/step, tokens/s, GFLOP/s and this machine's matmul
-    GFLOP/s in that precision. ``rounds`` alternating worker processes per code (``steps`` steps each)."""
+    GFLOP/s in that precision. ``rounds`` alternating worker processes per code (``steps`` steps each).
+    ``batch_size`` None: the task's default; ``task="formal"`` trains on ``language`` (no baseline: the formal
+    task is newer than the baselines this compares against)."""
     import torch
 
     from ..train.precision import matmul_speed
 
     spec = {"task": task, "models": models, "precisions": precisions, "steps": steps, "warmup": warmup,
             "threads": threads, "batch_size": batch_size, "seed": seed, "size": size or {},
-            "sizes": [train_examples, 16, 16]}
+            "sizes": [train_examples, 16, 16], "language": language}
     trees = [("current", None)] + ([("baseline", baseline)] if baseline else [])
     merged: dict = {}
     for r in range(rounds):
@@ -148,20 +189,23 @@ def run_bench(task: str, models: list, precisions: list, steps: int = 10, warmup
             if progress:
                 progress(f"round {r + 1}/{rounds}: {label} code")
             for name, res in _run_worker(spec, tree).items():
-                entry = merged.setdefault((label, name), {"seconds": [], "tokens": [], "params": None, "error": None})
+                entry = merged.setdefault((label, name), {"seconds": [], "tokens": [], "params": None, "error": None,
+                                                          "batch_size": batch_size})
                 if "error" in res:
                     entry["error"] = res["error"]
                     continue
                 entry["seconds"] += res["seconds"]
                 entry["tokens"] += res["tokens"]
                 entry["params"] = res["params"]
+                entry["batch_size"] = res.get("batch_size", entry["batch_size"])
     torch.set_num_threads(threads)
     peak = matmul_speed("cpu")
     rows = []
     for (label, name), e in merged.items():
         model, precision = name.split("|")
         row = {"code": label, "model": model, "precision": precision, "task": task, "threads": threads,
-               "batch_size": batch_size, "matmul_gflops": peak.get(precision)}
+               "batch_size": e["batch_size"], "matmul_gflops": peak.get(precision),
+               **({"language": language} if task == "formal" else {})}
         if e["error"] or not e["seconds"]:
             rows.append({**row, "error": e["error"] or "no steps"})
             continue

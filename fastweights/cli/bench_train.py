@@ -25,11 +25,20 @@ def _layers():
     return layer_names()
 
 
+def _languages():
+    from ..tasks.formal import LANGUAGES
+
+    return tuple(LANGUAGES)
+
+
 def add_bench_train(bench_sub) -> None:
     b = bench_sub.add_parser("train", help="ms/step, tokens/s and GFLOP/s of training steps, models side by side, "
                                            "per precision (optionally against a baseline tree)")
-    b.add_argument("--task", choices=["listops", "code-exec"], default="listops",
-                   help="listops (depth 10) or code-exec (3 variables), default size (default listops)")
+    b.add_argument("--task", choices=["listops", "code-exec", "formal"], default="listops",
+                   help="listops (depth 10), code-exec (3 variables) or formal (--language), each at its "
+                        "default size (default listops)")
+    b.add_argument("--language", type=_names("--language", _languages), default=["parity"],
+                   help="the formal language of --task formal (default parity)")
     b.add_argument("--models", type=_names("--models", _layers), default=["lstm", "transformer", "deltanet",
                                                                             "delta-rnn", "rdn"],
                    help="comma-separated layer names (default lstm,transformer,deltanet,delta-rnn,rdn)")
@@ -40,7 +49,8 @@ def add_bench_train(bench_sub) -> None:
     b.add_argument("--warmup", type=number("--warmup", low=0, high=1000), default=2, help="untimed steps (default 2)")
     b.add_argument("--rounds", type=number("--rounds", low=1, high=100), default=2,
                    help="worker processes per code, alternating with the baseline's (default 2)")
-    b.add_argument("--batch-size", type=number("--batch-size", low=1, high=4096), default=64)
+    b.add_argument("--batch-size", type=number("--batch-size", low=1, high=4096), default=None,
+                   help="default: the task's (64 for listops and code-exec, 32 for formal)")
     b.add_argument("--threads", type=threads(), default=2, help="torch threads (default 2)")
     b.add_argument("--baseline", metavar="DIR", default=None,
                    help="also time the fastweights package in DIR (e.g. a git worktree of an older commit)")
@@ -57,13 +67,21 @@ def bench_train_command(args) -> int:
     from ..bench.train import render_table, run_bench
     from ..provenance import cpu_model, machine
 
+    if args.task != "formal" and args.language != ["parity"]:
+        raise ValueError(f"--language: only with --task formal (got --task {args.task})")
+    if len(args.language) != 1:
+        raise ValueError(f"--language: one language, got {','.join(args.language)}")
+    if args.task == "formal" and args.baseline is not None:
+        raise ValueError("--baseline: not with --task formal (the baselines predate the formal task)")
     if args.baseline is not None and not (Path(args.baseline) / "fastweights" / "__init__.py").is_file():
         raise ValueError(f"--baseline: {args.baseline} holds no fastweights package (fastweights/__init__.py)")
     console = Console(stderr=True)
     rows = run_bench(args.task, args.models, args.precision, steps=args.steps, warmup=args.warmup, rounds=args.rounds,
                      threads=args.threads, batch_size=args.batch_size, baseline=args.baseline,
-                     progress=lambda m: console.log(m))
-    title = (f"training steps, {args.task}, batch {args.batch_size}, {args.threads} threads, median of "
+                     progress=lambda m: console.log(m), language=args.language[0])
+    task = f"formal {args.language[0]}" if args.task == "formal" else args.task
+    batch = rows[0].get("batch_size") if rows else args.batch_size
+    title = (f"training steps, {task}, batch {batch}, {args.threads} threads, median of "
              f"{args.steps * args.rounds} interleaved steps; {cpu_model()}")
     out = Console() if sys.stdout.isatty() else Console(width=160)
     out.print(render_table(rows, title))
