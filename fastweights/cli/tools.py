@@ -189,10 +189,20 @@ def _data(args) -> int:
     from ..tasks import make_splits, write_splits
 
     opts = {"num_vars": args.vars, "length": args.length} if args.task == "code-exec" else \
-        {"depth": args.depth, "ops": args.ops}
-    _check_data_out(args, opts)
+        {"depth": args.depth, "depth_convention": args.depth_convention, "ops": args.ops}
+    if args.task == "listops":
+        from ..tasks.listops import nesting_depth
+
+        try:
+            nesting_depth(args.depth, args.depth_convention)
+        except ValueError as e:
+            raise ValueError(f"--depth: {e}") from None
+    present = _check_data_out(args, opts)
     start = time.perf_counter()
     splits = make_splits(args.task, sizes=args.sizes, seed=args.seed, **opts)
+    if present is not None:  # the very same data: the directory keeps its own record of the depth's convention
+        splits.meta.pop("listops_depth", None)
+        splits.meta.update({k: v for k, v in present.items() if k == "listops_depth"})
     try:
         write_splits(args.out, splits)
     except OSError as e:
@@ -203,9 +213,11 @@ def _data(args) -> int:
     return 0
 
 
-def _check_data_out(args, opts: dict) -> None:
+def _check_data_out(args, opts: dict) -> dict | None:
     """``data --out DIR`` where DIR already holds another data set is refused before generating (existing
-    files are never overwritten; the very same data set is accepted, and nothing is rewritten)."""
+    files are never overwritten; the very same data set is accepted, and nothing is rewritten). Returns the
+    present ``meta.json`` when DIR holds the very same data set (a ListOps depth asked for in the other
+    convention is the same data), else None."""
     import json
     from pathlib import Path
 
@@ -214,7 +226,11 @@ def _check_data_out(args, opts: dict) -> None:
     out = Path(args.out)
     present = [name for name in SPLIT_FILES if (out / name).exists()]
     if not present:
-        return
+        return None
+    if "depth_convention" in opts:  # meta.json's options hold the nesting depth the generator took
+        from ..tasks.listops import nesting_depth
+
+        opts = {"depth": nesting_depth(opts["depth"], opts["depth_convention"]), "ops": opts["ops"]}
     try:
         meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
         same = (meta.get("task") == args.task and meta.get("options") == opts and meta.get("seed") == args.seed
@@ -224,6 +240,7 @@ def _check_data_out(args, opts: dict) -> None:
     if not same:
         raise ValueError(f"--out: {args.out} already holds {', '.join(present)} of another data set; choose a new "
                          f"or empty directory (existing files are not overwritten)")
+    return meta
 
 
 def _listops_ops(text: str) -> list[str]:
@@ -408,7 +425,12 @@ def add_tool_commands(sub) -> None:
             d.add_argument("--length", type=number("--length", low=2, high=100_000), default=100,
                            help="statements per program (default 100)")
         else:
-            d.add_argument("--depth", type=_depth, default=10, help="exact maximum bracket nesting (default 10)")
+            d.add_argument("--depth", type=_depth, default=10,
+                           help="exact depth of every example, counted as --depth-convention says (default 10)")
+            d.add_argument("--depth-convention", type=_depth_convention, default="nesting", metavar="nesting|reference",
+                           help="what --depth counts: 'nesting', the maximum bracket nesting ([MAX 1 2 ] is 1), or "
+                                "'reference', levels as the reference generators count them, the leaves included "
+                                "(nesting + 1: their --only_depth 16 is nesting 15) (default nesting)")
             d.add_argument("--ops", type=_listops_ops, default=["MIN", "MAX", "FIRST"],
                            help="comma-separated operators from MIN,MAX,FIRST,MED,SM (default MIN,MAX,FIRST)")
         d.set_defaults(func=_data)
@@ -488,6 +510,15 @@ def _num_vars(text: str) -> int:
     if value not in (3, 5):
         raise ValueError(f"--vars: must be 3 or 5, got {text!r}")
     return value
+
+
+def _depth_convention(text: str) -> str:
+    from ..tasks.listops import DEPTH_CONVENTIONS
+
+    word = text.strip().lower()
+    if word not in DEPTH_CONVENTIONS:
+        raise ValueError(f"--depth-convention: must be {' or '.join(DEPTH_CONVENTIONS)}, got {text!r}")
+    return word
 
 
 def _depth(text: str) -> int:

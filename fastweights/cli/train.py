@@ -71,7 +71,7 @@ def train_command(args) -> int:
     return 0 if summary["status"] in ("completed", "stopped") else 1
 
 
-GENERATOR_FIELDS = ("num_vars", "length", "depth", "ops", "sizes", "data_seed")
+GENERATOR_FIELDS = ("num_vars", "length", "depth", "depth_convention", "ops", "sizes", "data_seed")
 
 
 def _check_generator_flags(cls, given: dict) -> None:

@@ -12,8 +12,19 @@ An example is a prefix expression such as ``[MAX 4 [MIN 1 0 ] 9 ]`` (tokens ``[M
 Tree distribution (as in the reference generator): the root is an operator; below the root a node is a
 leaf (a value 0..9, uniform) with probability 0.75, otherwise an operator; every operator has 2..5
 arguments (uniform) and a uniform operator name. ``depth`` is the maximum bracket nesting: a bare root
-``[MAX 1 2 ]`` has depth 1. (The reference generator counts the leaves as a level: its ``only_depth=10``
-is our ``depth=9``.) Trees deeper than ``depth`` are rejected, never truncated.
+``[MAX 1 2 ]`` has depth 1. Trees deeper than ``depth`` are rejected, never truncated.
+
+Depth conventions (:data:`DEPTH_CONVENTIONS`, :func:`nesting_depth`): ``"nesting"`` (the default) is the
+bracket nesting above; ``"reference"`` counts levels as the reference generators do, the leaves included,
+so it is the nesting plus one (:func:`reference_depth_of`). In the generator of Irie et al.
+(IDSIA/recurrent-fwp, ``algorithmic/utils/nyu_listops.py``, a fork of Nangia & Bowman's
+``python/spinn/data/listops/make_data.py`` in nyu-mll/spinn) ``generate_tree(1)`` starts the root at level 1,
+a leaf returns the level it sits at, an operator the deepest level below it, and ``--only_depth D`` keeps
+the trees whose deepest leaf is at level D: ``[MAX 1 2 ]`` is depth 2 there, nesting 1 here. (Nangia &
+Bowman's original counts the same way: its ``MAX_DEPTH`` is the deepest level a leaf may take.) Note that
+the same repository's ``algorithmic/README.md`` makes the paper's data sets with ``--only_depth 11`` ("data
+for depth 10") and ``--only_depth 16`` ("data for depth 15"): by that README the paper's depth labels are
+bracket nesting, reference depth minus one.
 
 Sampling is *exactly* that distribution conditioned on the depth (what rejection sampling gives), but
 constructive, so no tree is thrown away: with ``F[h]`` the probability that a non-root subtree has depth
@@ -37,6 +48,7 @@ MAX_DEPTH = 200
 CLOSE = "]"
 
 Example = tuple[list[str], int]
+DEPTH_CONVENTIONS = ("nesting", "reference")
 
 
 def apply_op(op: str, args: Sequence[int]) -> int:
@@ -65,6 +77,21 @@ def check_ops(ops: Sequence[str]) -> tuple[str, ...]:
 def _check_depth(depth: int) -> None:
     if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_DEPTH:
         raise ValueError(f"depth must be an integer in 1..{MAX_DEPTH}, got {depth!r}")
+
+
+def nesting_depth(depth: int, convention: str = "nesting") -> int:
+    """The maximum bracket nesting that ``depth`` means in ``convention`` (:data:`DEPTH_CONVENTIONS`):
+    ``"nesting"`` is the nesting itself; ``"reference"`` counts the leaves as a level, as the generators of
+    Nangia & Bowman and of Irie et al. do (see the module doc), so reference depth D is nesting D - 1.
+    ``ValueError`` (one line, naming the convention or the depth) otherwise."""
+    if convention not in DEPTH_CONVENTIONS:
+        raise ValueError(f"depth_convention must be one of {', '.join(DEPTH_CONVENTIONS)}, got {convention!r}")
+    low = 2 if convention == "reference" else 1
+    if isinstance(depth, bool) or not isinstance(depth, int) or not low <= depth <= MAX_DEPTH + low - 1:
+        what = " (a reference depth counts the leaves: 2 is one bracket)" if convention == "reference" else ""
+        raise ValueError(f"depth must be an integer in {low}..{MAX_DEPTH + low - 1} in the {convention} "
+                         f"convention{what}, got {depth!r}")
+    return depth - 1 if convention == "reference" else depth
 
 
 class _Sampler:
@@ -126,8 +153,11 @@ class _Sampler:
         return values
 
 
-def iter_examples(rng: random.Random, depth: int, ops: Sequence[str] = DEFAULT_OPS) -> Iterator[Example]:
-    """An endless stream of ``(tokens, label)`` of exactly ``depth`` drawn from ``rng``."""
+def iter_examples(rng: random.Random, depth: int, ops: Sequence[str] = DEFAULT_OPS,
+                  depth_convention: str = "nesting") -> Iterator[Example]:
+    """An endless stream of ``(tokens, label)`` of exactly ``depth`` (in ``depth_convention``, see
+    :func:`nesting_depth`) drawn from ``rng``."""
+    depth = nesting_depth(depth, depth_convention)
     _check_depth(depth)
     sampler = _Sampler(rng, depth, check_ops(ops))
     while True:
@@ -136,15 +166,18 @@ def iter_examples(rng: random.Random, depth: int, ops: Sequence[str] = DEFAULT_O
         yield tokens, label
 
 
-def generate(n: int, depth: int, seed: int, ops: Sequence[str] = DEFAULT_OPS) -> list[Example]:
-    """``n`` examples of maximum bracket nesting exactly ``depth``, deterministic for ``seed``.
+def generate(n: int, depth: int, seed: int, ops: Sequence[str] = DEFAULT_OPS,
+             depth_convention: str = "nesting") -> list[Example]:
+    """``n`` examples of depth exactly ``depth``, deterministic for ``seed``: the maximum bracket nesting
+    with ``depth_convention="nesting"`` (the default), the leaves counted as a level with ``"reference"``
+    (so ``generate(n, 15, s, depth_convention="reference") == generate(n, 14, s)``).
 
     Returns a list of ``(tokens, label)`` with tokens like ``"[MAX"``, ``"4"``, ``"]"`` and label an int
     0..9. Examples may repeat (use :func:`fastweights.tasks.make_splits` for de-duplicated splits).
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    stream = iter_examples(random.Random(seed), depth, ops)
+    stream = iter_examples(random.Random(seed), depth, ops, depth_convention)
     return [next(stream) for _ in range(n)]
 
 
@@ -184,6 +217,21 @@ def depth_of(tokens: Sequence[str]) -> int:
             deepest = max(deepest, level)
         elif tok == CLOSE:
             level -= 1
+    return deepest
+
+
+def reference_depth_of(tokens: Sequence[str]) -> int:
+    """The depth of a token sequence as the reference generators count it: the root at level 1 and each
+    leaf at one level below its operator; the deepest leaf's level (counted from the leaves, not from
+    :func:`depth_of`)."""
+    level = deepest = 0
+    for tok in tokens:
+        if tok.startswith("["):
+            level += 1
+        elif tok == CLOSE:
+            level -= 1
+        else:
+            deepest = max(deepest, level + 1)
     return deepest
 
 

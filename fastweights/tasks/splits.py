@@ -90,7 +90,7 @@ TASKS = {
     "code-exec": _Task("code-exec", {"num_vars": 5, "length": 100},
                        lambda rng, num_vars, length: code_execution.iter_programs(rng, num_vars, length),
                        lambda ex: tuple(ex[0])),
-    "listops": _Task("listops", {"depth": 10, "ops": list(listops.DEFAULT_OPS)},
+    "listops": _Task("listops", {"depth": 10, "ops": list(listops.DEFAULT_OPS), "depth_convention": "nesting"},
                      lambda rng, depth, ops: listops.iter_examples(rng, depth, ops),
                      lambda ex: tuple(ex[0])),
 }
@@ -150,7 +150,9 @@ def make_splits(task: str, sizes: Sequence[int] = (10000, 1000, 1000), seed: int
     """Disjoint train / valid / test splits of ``task`` (``"code-exec"`` or ``"listops"``).
 
     ``sizes`` are (train, valid, test). ``task_opts`` are the generator's options: ``num_vars``,
-    ``length`` for code-exec, ``depth``, ``ops`` for listops. All examples are distinct (by token
+    ``length`` for code-exec, ``depth``, ``ops``, ``depth_convention`` for listops (``meta["options"]``
+    holds the nesting depth the generator took, ``meta["listops_depth"]`` the depth as given, its
+    convention and that nesting depth; see :func:`fastweights.tasks.listops.nesting_depth`). All examples are distinct (by token
     sequence), within and across splits. Deterministic for a seed; the examples are the stream of
     ``generate(..., seed=seed)`` with repeats removed, test first, then valid, then train.
     ``progress``: show a progress bar (None: only when stderr is a terminal). Raises ``ValueError`` if
@@ -161,6 +163,12 @@ def make_splits(task: str, sizes: Sequence[int] = (10000, 1000, 1000), seed: int
     if len(sizes) != 3 or any(s < 0 for s in sizes):
         raise ValueError(f"sizes must be three non-negative integers (train, valid, test), got {sizes}")
     opts = _options(spec, task_opts)
+    stated = {}
+    if "depth_convention" in opts:  # ListOps: the generator takes the nesting; meta keeps how it was asked for
+        convention = opts.pop("depth_convention")
+        stated = {"listops_depth": {"depth": opts["depth"], "depth_convention": convention,
+                                    "nesting_depth": listops.nesting_depth(opts["depth"], convention)}}
+        opts["depth"] = stated["listops_depth"]["nesting_depth"]
     stream = spec.stream(random.Random(seed), **opts)
     bar = _progress_bar(progress, sum(sizes), f"generating {task}")
     out: dict[str, list] = {}
@@ -191,7 +199,7 @@ def make_splits(task: str, sizes: Sequence[int] = (10000, 1000, 1000), seed: int
             bar[0].stop()
     meta = {"task": task, "options": opts, "seed": seed,
             "sizes": {"train": sizes[0], "valid": sizes[1], "test": sizes[2]},
-            "format": _FORMATS[task], "format_version": FORMAT_VERSION}
+            "format": _FORMATS[task], "format_version": FORMAT_VERSION, **stated}
     return Splits(out["train"], out["valid"], out["test"], meta)
 
 

@@ -27,6 +27,12 @@ def _layer_names():
     return layer_names()
 
 
+def _depth_conventions():
+    from ..tasks.listops import DEPTH_CONVENTIONS
+
+    return DEPTH_CONVENTIONS
+
+
 def _listops_ops():
     from ..tasks.listops import ALL_OPS
 
@@ -109,7 +115,12 @@ class TrainConfig(ModelRunConfig):
     Task and data:
         task: ``"code-exec"`` or ``"listops"``.
         num_vars, length: code execution: variables (3 or 5) and statements per program (100).
-        depth, ops: ListOps: exact bracket depth (10) and operators (MIN, MAX, FIRST).
+        depth, ops: ListOps: exact depth (10) and operators (MIN, MAX, FIRST).
+        depth_convention: what ``depth`` counts: ``"nesting"`` (the default, the maximum bracket nesting) or
+            ``"reference"`` (the leaves counted as a level, as the reference generators' ``--only_depth``:
+            nesting + 1; see :func:`fastweights.tasks.listops.nesting_depth`). The resolved
+            :attr:`nesting_depth` is recorded beside them in the saved config; configs saved before the field
+            existed read as ``"nesting"``, which is what their depth meant.
         sizes: examples in train / valid / test (10k / 1k / 1k, as in the paper).
         data_seed: seed of the generated splits (kept apart from ``seed`` so every run sees the same data).
         data_dir: read the splits from this ``fastweights data`` directory instead of generating them
@@ -149,7 +160,12 @@ class TrainConfig(ModelRunConfig):
     task: str = option("code-exec", "the algorithmic task", choices=TASKS, cli=False)
     num_vars: int = option(5, "number of variables, 3 or 5", choices=(3, 5), flag="--vars", commands=("code-exec",))
     length: int = option(100, "statements per program", low=2, high=100_000, commands=("code-exec",))
-    depth: int = option(10, "exact bracket depth", low=1, high=100, commands=("listops",))
+    depth: int = option(10, "exact depth of every example, counted as --depth-convention says", low=1, high=100,
+                        commands=("listops",))
+    depth_convention: str = option("nesting", "what --depth counts: 'nesting', the maximum bracket nesting ([MAX 1 2 ] "
+                                              "is 1), or 'reference', levels as the reference generators count them, "
+                                              "the leaves included (nesting + 1: their --only_depth 16 is nesting 15)",
+                                   choices=_depth_conventions, commands=("listops",), metavar="nesting|reference")
     ops: list = option(["MIN", "MAX", "FIRST"], "comma-separated operators", item=str, choices=_listops_ops,
                        commands=("listops",), metavar="OPS")
     sizes: list = option([10000, 1000, 1000], "TRAIN,VALID,TEST examples to generate", item=int, length=3,
@@ -178,6 +194,9 @@ class TrainConfig(ModelRunConfig):
             raise ConfigError("num_vars", f"num_vars must be 3 or 5, got {self.num_vars!r}")
         if self.depth > MAX_DEPTH:
             raise ConfigError("depth", f"depth must be an int in 1..{MAX_DEPTH}, got {self.depth!r}")
+        if self.depth_convention == "reference" and self.depth < 2:
+            raise ConfigError("depth", f"depth must be >= 2 with depth_convention 'reference' (it counts the leaves "
+                                       f"as a level: 2 is one bracket), got {self.depth!r}")
         if len(set(self.ops)) != len(self.ops) or not self.ops:
             raise ConfigError("ops", f"ops must be distinct names from {list(_listops_ops())}, got {self.ops!r}")
         self.check_schedule()
@@ -186,13 +205,38 @@ class TrainConfig(ModelRunConfig):
                                             f"({self.sizes[0]} examples)")
         check_model(self, self.model_config)
 
+    @property
+    def nesting_depth(self) -> int:
+        """The maximum bracket nesting that ``depth`` means in ``depth_convention``."""
+        from ..tasks.listops import nesting_depth
+
+        return nesting_depth(self.depth, self.depth_convention)
+
+    def to_dict(self) -> dict:
+        """The fields, with the resolved ``nesting_depth`` recorded after ``depth_convention``."""
+        data = super().to_dict()
+        out = {}
+        for k, v in data.items():
+            out[k] = v
+            if k == "depth_convention":
+                out["nesting_depth"] = self.nesting_depth
+        return out
+
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
         from .options import config_from_dict
 
         if isinstance(data, dict) and "bucket_batches" not in data:
             data = {**data, "bucket_batches": 0}  # runs saved before length buckets drew plain batches
-        return config_from_dict(cls, data)
+        # (runs saved before depth_convention read as "nesting", its default: what their depth meant)
+        recorded = data.get("nesting_depth") if isinstance(data, dict) else None
+        if isinstance(data, dict) and "nesting_depth" in data:
+            data = {k: v for k, v in data.items() if k != "nesting_depth"}  # derived: checked, not a field
+        cfg = config_from_dict(cls, data)
+        if recorded is not None and recorded != cfg.nesting_depth:
+            raise ConfigError("depth", f"nesting_depth {recorded!r} does not match depth {cfg.depth} in the "
+                                       f"{cfg.depth_convention} convention (nesting {cfg.nesting_depth})")
+        return cfg
 
     def preflight(self, resume: bool) -> None:
         if resume or self.data_dir is None:  # a run reads its own copy of the splits (RUN_DIR/data)
@@ -209,7 +253,7 @@ class TrainConfig(ModelRunConfig):
         """The generator's options of this task (as ``make_splits`` takes them)."""
         if self.task == "code-exec":
             return {"num_vars": self.num_vars, "length": self.length}
-        return {"depth": self.depth, "ops": list(self.ops)}
+        return {"depth": self.depth, "depth_convention": self.depth_convention, "ops": list(self.ops)}
 
     def model_config(self):
         """The :class:`~fastweights.models.ModelConfig` of this run (token head for code execution,
@@ -226,7 +270,8 @@ class TrainConfig(ModelRunConfig):
                            dropout=float(self.dropout), head=head, num_classes=classes)
 
     def default_out(self) -> str:
-        option_ = f"v{self.num_vars}" if self.task == "code-exec" else f"d{self.depth}"
+        option_ = f"v{self.num_vars}" if self.task == "code-exec" else \
+            f"d{self.depth}" + ("-ref" if self.depth_convention == "reference" else "")
         return f"runs/{self.task}-{option_}-{self.model}-s{self.seed}"
 
 

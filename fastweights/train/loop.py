@@ -81,6 +81,9 @@ def _config_from_data(cfg: TrainConfig, meta: dict) -> TrainConfig:
     """Records the options and sizes of a ``--data`` directory in the resolved config."""
     opts, sizes = meta.get("options", {}), meta.get("sizes", {})
     keep = {k: v for k, v in opts.items() if k in ("num_vars", "length", "depth", "ops")}
+    stated = meta.get("listops_depth") if isinstance(meta.get("listops_depth"), dict) else {}
+    if "depth" in keep:  # ListOps: the depth as the directory was asked for (no record: nesting, as before)
+        keep.update(depth=stated.get("depth", keep["depth"]), depth_convention=stated.get("depth_convention", "nesting"))
     try:
         keep["sizes"] = [int(sizes["train"]), int(sizes["valid"]), int(sizes["test"])]
         keep["data_seed"] = int(meta.get("seed", cfg.data_seed))
