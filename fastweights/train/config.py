@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from .options import ConfigError, RunConfig, option, redeclare
+from .options import NONE_WORDS, ConfigError, RunConfig, option, redeclare
 
 TASKS = ("code-exec", "listops")
 LOSS_POSITIONS = ("prints", "all")
@@ -142,6 +142,11 @@ class TrainConfig(ModelRunConfig):
     between validations; None: only at evaluations), ``log_interval`` (steps between train-metric
     records), ``eval_batch_size``, ``threads`` (torch intra-op threads; None keeps torch's default).
 
+    stop_plateau: a stopping rule (None: off). After each validation at step ``s``, the run stops if its best
+    validation (the main accuracy, then the lower loss) is from a step ``b`` with ``s - b >= stop_plateau * s``:
+    validation has not improved over the last ``stop_plateau`` of the steps (:meth:`plateau_reason`). The best
+    step comes from the checkpoint, so the rule holds across ``--resume``; it may change on resume.
+
     time_budget_minutes: a time budget (None: no budget), so that runs can be compared at equal CPU time.
     The run ends after the first optimizer step at which the training loop's elapsed time (evaluations and
     checkpoints included; start-up and data generation not), summed across ``--resume`` sessions through
@@ -178,6 +183,10 @@ class TrainConfig(ModelRunConfig):
     bucket_batches: int = option(50, "length buckets: sort each pool of N batches of the epoch by length, so batches "
                                      "need little padding (the epoch's examples and the random batch order stay; 0 or "
                                      "1: off)", low=0, high=10**6)
+    stop_plateau: float | None = option(None, "stop at a validation whose step is more than FRACTION past the best "
+                                              "validation's (no gain over the last FRACTION of the steps, e.g. 0.25; "
+                                              "'none': off)", low=0, low_open=True, high=1, high_open=True,
+                                        resumable=True, none_words=NONE_WORDS, metavar="FRACTION")
     loss_positions: str = option("prints", "'prints' (executed-print positions) or 'all' tokens",
                                  choices=LOSS_POSITIONS, flag="--loss-on", commands=("code-exec",))
 
@@ -204,6 +213,14 @@ class TrainConfig(ModelRunConfig):
             raise ConfigError("batch_size", f"batch_size ({self.batch_size}) is larger than the training split "
                                             f"({self.sizes[0]} examples)")
         check_model(self, self.model_config)
+
+    def plateau_reason(self, step: int, best_step: int | None) -> str | None:
+        """Why :attr:`stop_plateau` ends the run at a validation of ``step`` whose best validation so far is
+        from ``best_step`` (None: go on). Called by the step loop after each validation."""
+        f = self.stop_plateau
+        if f is None or best_step is None or step <= 0 or step - best_step < f * step:
+            return None
+        return f"no validation gain over the last {f:g} of the steps (best at step {best_step})"
 
     @property
     def nesting_depth(self) -> int:

@@ -429,6 +429,8 @@ class StepLoop:
     def _finished(self) -> str | None:
         """Rank 0's :meth:`Task.finished`, on every process."""
         reason = [self.task.finished() if self.rank == 0 else None]
+        if reason[0] is None and self.best is not None and hasattr(self.cfg, "plateau_reason"):  # --stop-plateau
+            reason[0] = self.cfg.plateau_reason(self.step, self.best["step"])
         if self.dist is not None:
             self.dist.broadcast_object_list(reason, src=0)
         return reason[0]
