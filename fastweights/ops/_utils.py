@@ -24,6 +24,8 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
+from ._step import STEP_MAX_T, STEP_MAX_T_GRAD
+
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -93,10 +95,22 @@ def unpack_state(initial_state, names: Sequence[str], shapes: Sequence[Sequence[
     return tuple(check_state(f"initial_state.{n}", s, sh) for n, s, sh in zip(names, initial_state, shapes))
 
 
+def use_step_path(steps: int | None) -> bool:
+    """Whether ``impl="auto"`` runs a call of ``steps`` time steps on the step path: at most
+    :data:`._step.STEP_MAX_T` steps, or :data:`._step.STEP_MAX_T_GRAD` while autograd records."""
+    if steps is None:
+        return False
+    return steps <= (STEP_MAX_T_GRAD if torch.is_grad_enabled() else STEP_MAX_T)
+
+
 def resolve_impl(op: str, impl: str, available: Mapping[str, Callable], auto_order: Sequence[str],
-                 device: torch.device) -> Callable:
-    """Returns the function for ``impl``; ``"auto"`` takes the first of ``auto_order`` usable on ``device``."""
+                 device: torch.device, steps: int | None = None) -> Callable:
+    """Returns the function for ``impl``; ``"auto"`` takes the op's step path (``available["step"]``, see
+    :mod:`._step`) for a call of a few time steps (:func:`use_step_path`), otherwise the first of ``auto_order``
+    usable on ``device``. Every op chooses its path here."""
     if impl == "auto":
+        if "step" in available and use_step_path(steps):
+            return available["step"]
         for name in auto_order:
             if name == "fused" and device.type != "cpu":
                 continue  # the fused step kernels are CPU (numba) code

@@ -26,7 +26,8 @@ rule stable), identity for the value, sigmoid for the learning rate.
 
 Implementations:
   * ``"reference"``: one step loop doing both nets per step.
-  * ``"chunk"`` (= ``"auto"``): the second net's inputs at step t depend only on the first net at step
+  * ``"step"``: the same step loop, lean (:mod:`fastweights.ops._step`); ``"auto"`` takes it for a few steps.
+  * ``"chunk"`` (``"auto"`` beyond a few steps): the second net's inputs at step t depend only on the first net at step
     t, so both nets are plain delta rules: two chunkwise
     :func:`~fastweights.ops.delta_rule.delta_rule` calls over the whole sequence.
 """
@@ -37,6 +38,7 @@ import torch
 
 from ._utils import (acc_dtype, autocast_float32, check_dtypes_and_device, check_positive_int, check_qkv, empty_result,
                      resolve_impl, unpack_state)
+from ._step import delta_write, read, stack_steps
 from .delta_rule import DEFAULT_CHUNK_SIZE, delta_rule
 from .feature_maps import elu1_sn
 
@@ -59,8 +61,8 @@ def delta_delta(q, k, v, beta, *, initial_state=None, output_final_state=False, 
     check_dtypes_and_device([("q", q), ("k", k), ("v", v), ("beta", beta)],
                             [("initial_state.S1", s1), ("initial_state.S2", s2)])
     check_positive_int("chunk_size", chunk_size)
-    fn = resolve_impl("delta_delta", impl, {"reference": _delta_delta_reference, "chunk": _delta_delta_chunk},
-                      ["chunk"], q.device)
+    fn = resolve_impl("delta_delta", impl, {"reference": _delta_delta_reference, "chunk": _delta_delta_chunk,
+                                            "step": _delta_delta_step}, ["chunk"], q.device, steps=T)
     if B == 0 or T == 0:
         o, final = empty_result([q, k, v, beta, s1, s2], (B, T, H, d), q.dtype, [s1, s2],
                                 [(B, H, d, dv), (B, H, d, d)])
@@ -104,3 +106,18 @@ def _delta_delta_reference(q, k, v, beta, s1, s2, output_final_state, chunk_size
         S2, o = _delta_step(S2, *split_generated(r))
         outs.append(o)
     return torch.stack(outs, dim=1), S1, S2
+
+
+def _delta_delta_step(q, k, v, beta, s1, s2, output_final_state, chunk_size):
+    """The reference's recurrence on the step path (:mod:`._step`): for generation's one-step calls."""
+    del output_final_state, chunk_size
+    B, T, H, d = q.shape
+    S1 = q.new_zeros(B, H, d, v.shape[-1]) if s1 is None else s1
+    S2 = q.new_zeros(B, H, d, d) if s2 is None else s2
+    outs = []
+    for t in range(T):
+        S1 = delta_write(S1, k[:, t], v[:, t], beta[:, t])
+        q2, k2, v2, b2 = split_generated(read(S1, q[:, t]))
+        S2 = delta_write(S2, k2, v2, b2)
+        outs.append(read(S2, q2))
+    return stack_steps(outs), S1, S2

@@ -10,8 +10,9 @@ delta-rule fast matrices, one per gate g in (i, u, o), per head:
 The gates are stacked in dim 3 of every input, in the order (i, u, o). The layer applies the feature
 maps (softmax recurrent keys, sigmoid betas); the op takes them as given.
 
-Two paths:
+Three paths:
   * ``reference``: a step loop, autograd through it.
+  * ``step``: the same step loop, lean (:mod:`fastweights.ops._step`); ``auto`` takes it for a few steps.
   * ``fused`` (CPU): the three z's come from ONE chunkwise delta-rule call (the gate dim folded into the
     heads); the recurrent part runs in a numba kernel whose backward rebuilds R_{t-1} from R_t by undoing
     the rank-one update, storing only the per-step new values, gate values, c and h.
@@ -23,6 +24,7 @@ import torch
 
 from . import _numba
 from ._recurrent_read import delta_lstm_bwd, delta_lstm_fwd
+from ._step import delta_write, read, stack_steps
 from ._utils import (acc_dtype, autocast_float32, check_dtypes_and_device, check_tensor, empty_result, resolve_impl,
                      unpack_state)
 from .delta_rnn import _check_recurrent_inputs
@@ -44,7 +46,8 @@ def delta_lstm(q, k, v, beta, rk, rv, rbeta, *, initial_state=None, output_final
         initial_state: None (all zeros) or a tuple
             ``(S [B, H, 3, Dk, Dv], R [B, H, 3, Dv, Dv], c [B, H, Dv], h [B, H, Dv])``.
         output_final_state: also return ``(S_T, R_T, c_T, h_T)``.
-        impl: ``"auto"`` (``"fused"`` on CPU, ``"reference"`` elsewhere), ``"fused"`` or ``"reference"``.
+        impl: ``"auto"`` (``"step"`` for at most ``_step.STEP_MAX_T`` steps, else ``"fused"`` on CPU and
+            ``"reference"`` elsewhere), ``"fused"``, ``"step"`` or ``"reference"``.
 
     Returns:
         ``(o, state)``: o (the cell outputs h) is ``[B, T, H, Dv]`` in the input dtype; state (or None) is
@@ -57,8 +60,8 @@ def delta_lstm(q, k, v, beta, rk, rv, rbeta, *, initial_state=None, output_final
     inputs = [("q", q), ("k", k), ("v", v), ("beta", beta), ("rk", rk), ("rv", rv), ("rbeta", rbeta)]
     state = [s0, r0, c0, h0]
     check_dtypes_and_device(inputs, [(f"initial_state.{n}", s) for n, s in zip(STATE_NAMES, state)])
-    fn = resolve_impl("delta_lstm", impl, {"reference": _delta_lstm_reference, "fused": _delta_lstm_fused},
-                      ["fused"], q.device)
+    fn = resolve_impl("delta_lstm", impl, {"reference": _delta_lstm_reference, "fused": _delta_lstm_fused,
+                                           "step": _delta_lstm_step}, ["fused"], q.device, steps=T)
     if B == 0 or T == 0:
         o, final = empty_result([x for _, x in inputs] + state, (B, T, H, Dv), v.dtype, state, shapes)
         return o, (final if output_final_state else None)
@@ -109,6 +112,29 @@ def _delta_lstm_reference(q, k, v, beta, rk, rv, rbeta, s0, r0, c0, h0, output_f
         outs.append(h)
     out = torch.stack(outs, dim=1).to(in_dtype)
     return out, ((S, R, c, h) if output_final_state else None)
+
+
+def _delta_lstm_step(q, k, v, beta, rk, rv, rbeta, s0, r0, c0, h0, output_final_state):
+    """The reference's recurrence on the step path (:mod:`._step`): for generation's one-step calls."""
+    B, T, H, G, Dk = q.shape
+    Dv = v.shape[-1]
+    in_dtype = v.dtype
+    dt = acc_dtype(q.dtype)
+    q, k, v, beta, rk, rv, rbeta = (x.to(dt) for x in (q, k, v, beta, rk, rv, rbeta))
+    S = q.new_zeros(B, H, G, Dk, Dv) if s0 is None else s0.to(dt)
+    R = q.new_zeros(B, H, G, Dv, Dv) if r0 is None else r0.to(dt)
+    c = q.new_zeros(B, H, Dv) if c0 is None else c0.to(dt)
+    h = q.new_zeros(B, H, Dv) if h0 is None else h0.to(dt)
+    outs = []
+    for t in range(T):
+        S = delta_write(S, k[:, t], v[:, t], beta[:, t])
+        R = delta_write(R, rk[:, t], rv[:, t], rbeta[:, t])
+        a = read(S, q[:, t]) + read(R, torch.softmax(h, dim=-1)[:, :, None])  # [B, H, 3, Dv]
+        i, uu, o = torch.sigmoid(a[:, :, 0]), a[:, :, 1], torch.sigmoid(a[:, :, 2])
+        c = i * uu + (1 - i) * c
+        h = c * o
+        outs.append(h)
+    return stack_steps(outs).to(in_dtype), ((S, R, c, h) if output_final_state else None)
 
 
 def _delta_lstm_fused(q, k, v, beta, rk, rv, rbeta, s0, r0, c0, h0, output_final_state):

@@ -35,7 +35,8 @@ The computation at step t (write then read; every matrix W is updated by the del
 
 Implementations:
   * ``"reference"``: a step loop over t doing every block (and its two delta updates) per step.
-  * ``"chunk"`` (= ``"auto"``): the writes never depend on the reads, so every fast matrix is a plain
+  * ``"step"``: the same step loop, lean (:mod:`fastweights.ops._step`); ``"auto"`` takes it for a few steps.
+  * ``"chunk"`` (``"auto"`` beyond a few steps): the writes never depend on the reads, so every fast matrix is a plain
     delta rule whose query is the previous stage's result at the same step. The blocks run in depth
     order, each stage as one chunkwise :func:`~fastweights.ops.delta_rule.delta_rule` over the whole
     sequence (2K calls), with the layer norms and feature maps applied between them.
@@ -48,6 +49,7 @@ import torch.nn.functional as F
 
 from ._utils import (acc_dtype, autocast_float32, check_dtypes_and_device, check_positive_int, check_tensor,
                      empty_result, resolve_impl, unpack_state)
+from ._step import delta_write, read, stack_steps
 from .delta_rule import DEFAULT_CHUNK_SIZE, delta_rule
 from .feature_maps import elu1_sn
 
@@ -74,8 +76,8 @@ def delta_mlp(q, keys, values, betas, *, ln_weight=None, ln_bias=None, ln_eps=1e
     if not isinstance(ln_eps, (int, float)) or isinstance(ln_eps, bool) or not ln_eps > 0:
         raise ValueError(f"ln_eps must be a positive float, got {ln_eps!r}")
     check_positive_int("chunk_size", chunk_size)
-    fn = resolve_impl("delta_mlp", impl, {"reference": _delta_mlp_reference, "chunk": _delta_mlp_chunk},
-                      ["chunk"], q.device)
+    fn = resolve_impl("delta_mlp", impl, {"reference": _delta_mlp_reference, "chunk": _delta_mlp_chunk,
+                                          "step": _delta_mlp_step}, ["chunk"], q.device, steps=T)
     if B == 0 or T == 0:
         o, final = empty_result([x for _, x in tensors + weights] + list(s0), (B, T, H, d), q.dtype, s0, shapes)
         return o, (final if output_final_state else None)
@@ -176,3 +178,22 @@ def _delta_mlp_reference(q, keys, values, betas, ln_w, ln_b, eps, s0, output_fin
                     u = r + u
         outs.append(u)
     return torch.stack(outs, dim=1), S
+
+
+def _delta_mlp_step(q, keys, values, betas, ln_w, ln_b, eps, s0, output_final_state, chunk_size):
+    """The reference's recurrence on the step path (:mod:`._step`): for generation's one-step calls."""
+    del chunk_size
+    B, T, H, _ = q.shape
+    S = [q.new_zeros(B, H, k.shape[-1], v.shape[-1]) if s is None else s for k, v, s in zip(keys, values, s0)]
+    outs = []
+    for t in range(T):
+        u = q[:, t]  # [B, H, d]
+        for l in range(len(keys) // 2):
+            i, j = 2 * l, 2 * l + 1
+            a = _block_input(u, ln_w[l], ln_b[l], eps)
+            S[i] = delta_write(S[i], keys[i][:, t], values[i][:, t], betas[i][:, t])
+            c = elu1_sn(read(S[i], a))
+            S[j] = delta_write(S[j], keys[j][:, t], values[j][:, t], betas[j][:, t])
+            u = read(S[j], c) + u
+        outs.append(u)
+    return stack_steps(outs), S

@@ -7,8 +7,9 @@ per head:
 
 The layer applies the feature maps (softmax keys rk, sigmoid betas); the op takes them as given.
 
-Two paths:
+Three paths:
   * ``reference``: a step loop, autograd through it.
+  * ``step``: the same step loop, lean (:mod:`fastweights.ops._step`); ``auto`` takes it for a few steps.
   * ``fused`` (CPU): the S part ``z_t = S_t^T q_t`` is exactly a delta rule of (q, k, v, beta) and runs
     on the chunkwise path of :func:`~fastweights.ops.delta_rule.delta_rule`; the recurrent R part runs in
     a numba kernel (``prange`` over batch x head, sequential over time) whose backward rebuilds R_{t-1}
@@ -21,6 +22,7 @@ import torch
 
 from . import _numba
 from ._recurrent_read import delta_rnn_bwd, delta_rnn_fwd
+from ._step import delta_write, read, stack_steps
 from ._utils import (acc_dtype, autocast_float32, check_dtypes_and_device, check_qkv, check_tensor, empty_result,
                      resolve_impl, unpack_state)
 from .delta_rule import delta_rule
@@ -38,7 +40,8 @@ def delta_rnn(q, k, v, beta, rk, rv, rbeta, *, initial_state=None, output_final_
             recurrent fast matrix R; the layer applies softmax to rk and sigmoid to the betas).
         initial_state: None (all zeros) or a tuple ``(S [B, H, Dk, Dv], R [B, H, Dv, Dv], y [B, H, Dv])``.
         output_final_state: also return ``(S_T, R_T, y_T)``.
-        impl: ``"auto"`` (``"fused"`` on CPU, ``"reference"`` elsewhere), ``"fused"`` or ``"reference"``.
+        impl: ``"auto"`` (``"step"`` for at most ``_step.STEP_MAX_T`` steps, else ``"fused"`` on CPU and
+            ``"reference"`` elsewhere), ``"fused"``, ``"step"`` or ``"reference"``.
 
     Returns:
         ``(o, state)``: o is ``[B, T, H, Dv]`` in the input dtype; state (or None) is the tuple
@@ -50,8 +53,8 @@ def delta_rnn(q, k, v, beta, rk, rv, rbeta, *, initial_state=None, output_final_
     s0, r0, y0 = unpack_state(initial_state, STATE_NAMES, shapes)
     inputs = [("q", q), ("k", k), ("v", v), ("beta", beta), ("rk", rk), ("rv", rv), ("rbeta", rbeta)]
     check_dtypes_and_device(inputs, [("initial_state.S", s0), ("initial_state.R", r0), ("initial_state.y", y0)])
-    fn = resolve_impl("delta_rnn", impl, {"reference": _delta_rnn_reference, "fused": _delta_rnn_fused},
-                      ["fused"], q.device)
+    fn = resolve_impl("delta_rnn", impl, {"reference": _delta_rnn_reference, "fused": _delta_rnn_fused,
+                                          "step": _delta_rnn_step}, ["fused"], q.device, steps=T)
     if B == 0 or T == 0:
         o, final = empty_result([x for _, x in inputs] + [s0, r0, y0], (B, T, H, Dv), v.dtype, [s0, r0, y0], shapes)
         return o, (final if output_final_state else None)
@@ -92,6 +95,25 @@ def _delta_rnn_reference(q, k, v, beta, rk, rv, rbeta, s0, r0, y0, output_final_
         outs.append(y)
     o = torch.stack(outs, dim=1).to(in_dtype)
     return o, ((S, R, y) if output_final_state else None)
+
+
+def _delta_rnn_step(q, k, v, beta, rk, rv, rbeta, s0, r0, y0, output_final_state):
+    """The reference's recurrence on the step path (:mod:`._step`): for generation's one-step calls."""
+    B, T, H, Dk = q.shape
+    Dv = v.shape[-1]
+    in_dtype = v.dtype
+    dt = acc_dtype(q.dtype)
+    q, k, v, beta, rk, rv, rbeta = (x.to(dt) for x in (q, k, v, beta, rk, rv, rbeta))
+    S = q.new_zeros(B, H, Dk, Dv) if s0 is None else s0.to(dt)
+    R = q.new_zeros(B, H, Dv, Dv) if r0 is None else r0.to(dt)
+    y = q.new_zeros(B, H, Dv) if y0 is None else y0.to(dt)
+    outs = []
+    for t in range(T):
+        S = delta_write(S, k[:, t], v[:, t], beta[:, t])
+        R = delta_write(R, rk[:, t], rv[:, t], rbeta[:, t])
+        y = read(S, q[:, t]) + read(R, torch.softmax(y, dim=-1))
+        outs.append(y)
+    return stack_steps(outs).to(in_dtype), ((S, R, y) if output_final_state else None)
 
 
 def _delta_rnn_fused(q, k, v, beta, rk, rv, rbeta, s0, r0, y0, output_final_state):

@@ -4,8 +4,10 @@
     S_t = S_{t-1} + k_t u_t^T
     o_t = S_t^T q_t                           (write, then read)
 
-Two paths:
+Three paths:
   * ``reference``: a step loop, autograd through it.
+  * ``step``: the same step loop, lean (:mod:`fastweights.ops._step`); ``auto`` takes it for a few steps
+    (generation's one-token calls).
   * ``chunk``: the chunkwise-parallel algorithm of Yang et al. (2024), "Parallelizing Linear
     Transformers with the Delta Rule over Sequence Length", with a hand-written backward. Per chunk of
     C steps (K, Q: C x Dk, V: C x Dv, entering state S):
@@ -30,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ._chunk import from_chunks, to_chunks
+from ._step import delta_write, read, stack_steps
 from ._utils import (acc_dtype, autocast_float32, autocast_off, check_dtypes_and_device, check_positive_int, check_qkv,
                      check_tensor, empty_result, resolve_impl, unpack_state)
 
@@ -50,7 +53,8 @@ def delta_rule(q, k, v, beta, *, initial_state=None, output_final_state=False, i
             layer applies sigmoid). Keys should be normalised (the layers use sum-normalised elu+1).
         initial_state: None or ``S_0`` of shape ``[B, H, Dk, Dv]``.
         output_final_state: also return ``S_T``.
-        impl: ``"auto"`` (= ``"chunk"``), ``"chunk"`` or ``"reference"``.
+        impl: ``"auto"`` (``"step"`` for at most ``_step.STEP_MAX_T`` steps, else ``"chunk"``), ``"chunk"``,
+            ``"step"`` or ``"reference"``.
         chunk_size: chunk length C of the chunkwise path.
 
     Returns:
@@ -73,8 +77,8 @@ def run_delta_rule(name, q, k, v, beta, g, initial_state, output_final_state, im
     check_positive_int("chunk_size", chunk_size)
     if g is not None and (g > 0).any():
         raise ValueError(f"g must be <= 0 (a log-decay: exp(g) <= 1), got a maximum of {g.max().item():.4g}")
-    fn = resolve_impl(name, impl, {"reference": _delta_rule_reference, "chunk": _delta_rule_chunk}, ["chunk"],
-                      q.device)
+    fn = resolve_impl(name, impl, {"reference": _delta_rule_reference, "chunk": _delta_rule_chunk,
+                                   "step": _delta_rule_step}, ["chunk"], q.device, steps=T)
     if B == 0 or T == 0:
         o, (S,) = empty_result([t for _, t in named] + [s0], (B, T, H, Dv), v.dtype, [s0], [(B, H, Dk, Dv)])
         return o, (S if output_final_state else None)
@@ -103,6 +107,23 @@ def _delta_rule_reference(q, k, v, beta, s0, output_final_state, g=None):
         outs.append(torch.einsum("bhk,bhkv->bhv", q[:, t], S))
     o = torch.stack(outs, dim=1)
     return o.to(in_dtype), (S if output_final_state else None)
+
+
+def _delta_rule_step(q, k, v, beta, s0, output_final_state, g=None):
+    """The reference's recurrence on the step path (:mod:`._step`): for generation's one-step calls."""
+    B, T, H, Dk = q.shape
+    in_dtype = v.dtype
+    dt = acc_dtype(q.dtype)
+    q, k, v, beta = (x.to(dt) for x in (q, k, v, beta))
+    a = None if g is None else g.to(dt).exp()
+    S = q.new_zeros(B, H, Dk, v.shape[-1]) if s0 is None else s0.to(dt)
+    outs = []
+    for t in range(T):
+        if a is not None:
+            S = a[:, t, :, None, None] * S
+        S = delta_write(S, k[:, t], v[:, t], beta[:, t])
+        outs.append(read(S, q[:, t]))
+    return stack_steps(outs).to(in_dtype), (S if output_final_state else None)
 
 
 def _delta_rule_chunk(q, k, v, beta, s0, output_final_state, chunk_size, g=None):

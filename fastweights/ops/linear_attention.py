@@ -8,8 +8,9 @@ optionally normalised as in Katharopoulos et al. (2020):
 
 Feature maps (elu+1, DPFP, FAVOR+) are applied by the layer before calling this op.
 
-Two paths:
+Three paths:
   * ``reference``: a step loop, autograd through it.
+  * ``step``: the same step loop, lean (:mod:`fastweights.ops._step`); ``auto`` takes it for a few steps.
   * ``chunk``: chunkwise-parallel. With the state entering chunk n, S_n = S_0 + sum_{m<n} K_m^T V_m,
     an exclusive prefix sum over chunks, the whole computation is parallel:
         O_n = Q_n S_n + tril(Q_n K_n^T) V_n.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from ._chunk import from_chunks, to_chunks
+from ._step import read, stack_steps
 from ._utils import (acc_dtype, autocast_float32, check_dtypes_and_device, check_positive_int, check_qkv, empty_result,
                      resolve_impl, unpack_state)
 
@@ -38,7 +40,8 @@ def linear_attention(q, k, v, *, normalize=False, eps=1e-6, initial_state=None, 
         initial_state: None, or ``S_0 [B, H, Dk, Dv]`` (normalize=False), or ``(S_0, z_0 [B, H, Dk])``
             (normalize=True).
         output_final_state: also return the final state (same structure as ``initial_state``).
-        impl: ``"auto"`` (= ``"chunk"``), ``"chunk"`` or ``"reference"``.
+        impl: ``"auto"`` (``"step"`` for at most ``_step.STEP_MAX_T`` steps, else ``"chunk"``), ``"chunk"``,
+            ``"step"`` or ``"reference"``.
 
     Returns:
         ``(o, final_state)``; o is ``[B, T, H, Dv]`` in the input dtype.
@@ -56,8 +59,8 @@ def linear_attention(q, k, v, *, normalize=False, eps=1e-6, initial_state=None, 
         z0 = None
     check_dtypes_and_device([("q", q), ("k", k), ("v", v)], [("initial_state.S", s0), ("initial_state.z", z0)])
     fn = resolve_impl("linear_attention", impl,
-                      {"reference": _linear_attention_reference, "chunk": _linear_attention_chunk},
-                      ["chunk"], q.device)
+                      {"reference": _linear_attention_reference, "chunk": _linear_attention_chunk,
+                       "step": _linear_attention_step}, ["chunk"], q.device, steps=T)
     if B == 0 or T == 0:
         states, shapes = ([s0, z0], [(B, H, Dk, Dv), (B, H, Dk)]) if normalize else ([s0], [(B, H, Dk, Dv)])
         o, final = empty_result([q, k, v, *states], (B, T, H, Dv), v.dtype, states, shapes)
@@ -91,6 +94,17 @@ def _linear_attention_reference(q, k, v, s0):
         S = S + k[:, t, :, :, None] * v[:, t, :, None, :]
         outs.append(torch.einsum("bhk,bhkv->bhv", q[:, t], S))
     return torch.stack(outs, dim=1), S
+
+
+def _linear_attention_step(q, k, v, s0):
+    """The reference's recurrence on the step path (:mod:`._step`): for generation's one-step calls."""
+    B, T, H, Dk = q.shape
+    S = q.new_zeros(B, H, Dk, v.shape[-1]) if s0 is None else s0
+    outs = []
+    for t in range(T):
+        S = S + k[:, t, :, :, None] * v[:, t, :, None, :]
+        outs.append(read(S, q[:, t]))
+    return stack_steps(outs), S
 
 
 def _linear_attention_chunk(q, k, v, s0, chunk_size):

@@ -11,8 +11,9 @@ Weight Programmers"). Per head, with ``h = tanh(y_{t-1})`` and ``(h R)_j = sum_i
 ``xq, xk, xv, xbeta`` are the slow net's feedforward pre-activations (``W x_t``), ``Rq, Rk, Rv, rbeta``
 its recurrent weights (shared over the batch). The state is ``(S, y)``, zero by default.
 
-Two paths:
+Three paths:
   * ``reference``: a step loop, autograd through it (batched over B and H).
+  * ``step``: the same step loop, lean (:mod:`fastweights.ops._step`); ``auto`` takes it for a few steps.
   * ``fused``: numba CPU kernels (prange over the B*H heads) inside a ``torch.autograd.Function``.
     The forward keeps only per-step vectors (q_t, k_t, e_t = v_t - S_{t-1}^T k_t, beta_t and y_t, which
     is the output): O(T*D) per head. The backward walks backwards in time and rebuilds S_{t-1} from
@@ -31,6 +32,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from . import _numba
+from ._step import delta_write, read, stack_steps
 from ._utils import (acc_dtype, autocast_float32, check_dtypes_and_device, check_qkv, check_tensor, empty_result,
                      resolve_impl, unpack_state)
 
@@ -50,7 +52,8 @@ def recurrent_delta_rule(xq, xk, xv, xbeta, Rq, Rk, Rv, rbeta, *, initial_state=
         initial_state: None, or a tuple ``(S_0 [B, H, D, D], y_0 [B, H, D])``; either entry may be None
             (= zeros).
         output_final_state: also return ``(S_T, y_T)``.
-        impl: ``"auto"`` (= ``"fused"`` on CPU, ``"reference"`` elsewhere), ``"fused"`` or ``"reference"``.
+        impl: ``"auto"`` (``"step"`` for at most ``_step.STEP_MAX_T`` steps, else ``"fused"`` on CPU and
+            ``"reference"`` elsewhere), ``"fused"``, ``"step"`` or ``"reference"``.
 
     Returns:
         ``(y, final_state)``: y is ``[B, T, H, D]`` in the input dtype; final_state is None or
@@ -71,8 +74,8 @@ def recurrent_delta_rule(xq, xk, xv, xbeta, Rq, Rk, Rv, rbeta, *, initial_state=
     named = [("xq", xq), ("xk", xk), ("xv", xv), ("xbeta", xbeta), ("Rq", Rq), ("Rk", Rk), ("Rv", Rv),
              ("rbeta", rbeta)]
     in_dtype = check_dtypes_and_device(named[:4], [*named[4:], ("initial_state.S", s0), ("initial_state.y", y0)])
-    fn = resolve_impl("recurrent_delta_rule", impl, {"reference": _rdn_reference, "fused": _rdn_fused},
-                      ["fused"], xq.device)
+    fn = resolve_impl("recurrent_delta_rule", impl, {"reference": _rdn_reference, "fused": _rdn_fused,
+                                                     "step": _rdn_step}, ["fused"], xq.device, steps=T)
     if B == 0 or T == 0:
         o, final = empty_result([x for _, x in named] + [s0, y0], (B, T, H, D), in_dtype, [s0, y0],
                                 [(B, H, D, D), (B, H, D)])
@@ -105,6 +108,23 @@ def _rdn_reference(xq, xk, xv, xb, Rq, Rk, Rv, rb, s0, y0, output_final_state):
         y = torch.einsum("bhk,bhkv->bhv", q, S)
         outs.append(y)
     return torch.stack(outs, dim=1), ((S, y) if output_final_state else None)
+
+
+def _rdn_step(xq, xk, xv, xb, Rq, Rk, Rv, rb, s0, y0, output_final_state):
+    """The reference's recurrence on the step path (:mod:`._step`): for generation's one-step calls."""
+    B, T, H, D = xq.shape
+    W = torch.cat([Rq, Rk, Rv, rb[..., None]], dim=-1)  # [H, D, 3D+1]
+    S = xq.new_zeros(B, H, D, D) if s0 is None else s0
+    y = xq.new_zeros(B, H, D) if y0 is None else y0
+    outs = []
+    for t in range(T):
+        r = read(W, torch.tanh(y))  # [B, H, 3D+1]
+        q = torch.softmax(xq[:, t] + r[..., :D], dim=-1)
+        k = torch.softmax(xk[:, t] + r[..., D:2 * D], dim=-1)
+        S = delta_write(S, k, xv[:, t] + r[..., 2 * D:3 * D], torch.sigmoid(xb[:, t] + r[..., 3 * D]))
+        y = read(S, q)
+        outs.append(y)
+    return stack_steps(outs), ((S, y) if output_final_state else None)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -21,8 +21,9 @@ fresh start, and a final state passed back with the same matrices continues the 
 how the authors' layer carries its state ("the shift from the base weights"). The matrices themselves
 at step T are ``Z + final_state.Z``.
 
-Two paths:
+Three paths:
   * ``reference``: the step loop of the equations above, autograd through it.
+  * ``step``: the same step loop, lean (:mod:`fastweights.ops._step`); ``auto`` takes it for a few steps.
   * ``fused`` (CPU): numba kernels (:mod:`._srwm_numba`: ``prange`` over batch x head, sequential over
     time) in a ``torch.autograd.Function``. The forward stores per-step vectors only; the backward rebuilds
     each step's matrices by undoing the rank-one update, resynchronising to a stored copy every 64 steps,
@@ -35,6 +36,7 @@ import torch
 
 from . import _numba
 from ._srwm_numba import CHECKPOINT, srwm_bwd, srwm_fwd
+from ._step import read, stack_steps
 from ._utils import (acc_dtype, autocast_float32, check_dtypes_and_device, check_tensor, empty_result, resolve_impl,
                      unpack_state)
 
@@ -56,7 +58,8 @@ def srwm(x, W_y, W_q, W_k, w_b, *, initial_state=None, output_final_state=False,
         initial_state: None (start from the given matrices) or a tuple of their changes
             ``(W_y [B, H, D, D], W_q, W_k, w_b [B, H, D, 4])``; an entry may be None (= zeros).
         output_final_state: also return the changes at step T, ``Z_T - Z`` for each matrix Z.
-        impl: ``"auto"`` (``"fused"`` on CPU, ``"reference"`` elsewhere), ``"fused"`` or ``"reference"``.
+        impl: ``"auto"`` (``"step"`` for at most ``_step.STEP_MAX_T`` steps, else ``"fused"`` on CPU and
+            ``"reference"`` elsewhere), ``"fused"``, ``"step"`` or ``"reference"``.
 
     Returns:
         ``(y, final_state)``: y is ``[B, T, H, D]`` in the input dtype; final_state is None or the tuple
@@ -75,7 +78,8 @@ def srwm(x, W_y, W_q, W_k, w_b, *, initial_state=None, output_final_state=False,
     state0 = unpack_state(initial_state, STATE_NAMES, shapes)
     check_dtypes_and_device([("x", x)], [*matrices.items(), *(
         (f"initial_state.{n}", s) for n, s in zip(STATE_NAMES, state0))])
-    fn = resolve_impl("srwm", impl, {"reference": _srwm_reference, "fused": _srwm_fused}, ["fused"], x.device)
+    fn = resolve_impl("srwm", impl, {"reference": _srwm_reference, "fused": _srwm_fused, "step": _srwm_step},
+                      ["fused"], x.device, steps=T)
     if B == 0 or T == 0:
         o, final = empty_result([x, W_y, W_q, W_k, w_b, *state0], (B, T, H, D), x.dtype, state0, shapes)
         return o, (final if output_final_state else None)
@@ -109,6 +113,31 @@ def _srwm_reference(x, W_y, W_q, W_k, w_b, state0, output_final_state):
              for i, M in enumerate(Z)]
     y = torch.stack(ys, dim=1).to(x.dtype)
     return y, (tuple(M - Z0 for M, Z0 in zip(Z, base)) if output_final_state else None)
+
+
+def _srwm_step(x, W_y, W_q, W_k, w_b, state0, output_final_state):
+    """The reference's recurrence on the step path (:mod:`._step`), with the four matrices side by side as one
+    ``[B, H, D, 3D + 4]`` matrix (as the fused path keeps them): one read gives y, q, k and the rates, one read of
+    [q; k] both differences, and one outer product updates every column with its own matrix's rate."""
+    base, start = _starts(x, W_y, W_q, W_k, w_b, state0)
+    D = x.shape[-1]
+    M = torch.cat(start, dim=-1)
+    xs = x.to(M.dtype)
+    col = torch.arange(3 * D + NUM_RATES, device=x.device).div_(D, rounding_mode="floor").clamp_(max=NUM_RATES - 1)
+    ys = []
+    for t in range(x.shape[1]):
+        r = read(M, xs[:, t])  # [B, H, 3D + 4]: y, q, k and the rates' pre-activations, from the matrices at t-1
+        ys.append(r[..., :D])
+        q = torch.softmax(r[..., D:2 * D], dim=-1)
+        k = torch.softmax(r[..., 2 * D:3 * D], dim=-1)
+        b = torch.sigmoid(r[..., 3 * D:])  # [B, H, 4]
+        qk = torch.stack([q, k], dim=-2) @ M  # [B, H, 2, 3D + 4]: M^T q and M^T k
+        M = M + k[..., :, None] * (b[..., col] * (qk[..., 0, :] - qk[..., 1, :]))[..., None, :]
+    y = stack_steps(ys).to(x.dtype)
+    if not output_final_state:
+        return y, None
+    final = (M - torch.cat(base, dim=-1)).split([D, D, D, NUM_RATES], dim=-1)
+    return y, tuple(s.contiguous() for s in final)
 
 
 def _srwm_fused(x, W_y, W_q, W_k, w_b, state0, output_final_state):
