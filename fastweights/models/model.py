@@ -11,6 +11,8 @@ Every tensor has the batch first and a zero row is a fresh start, so ``done`` ma
 
 from __future__ import annotations
 
+import bisect
+import functools
 import math
 
 import torch
@@ -24,10 +26,21 @@ from .config import ModelConfig
 
 def sinusoidal_positions(pos: torch.Tensor, d_model: int, dtype: torch.dtype) -> torch.Tensor:
     """``pos`` [B, T] (int) -> [B, T, d_model]: sin on the first half of the features, cos on the second."""
-    half = (d_model + 1) // 2
-    inv_freq = torch.exp(torch.arange(half, device=pos.device, dtype=torch.float64) * (-math.log(10000.0) / half))
-    angles = pos.to(torch.float64)[..., None] * inv_freq  # [B, T, half]
+    angles = pos.to(torch.float64)[..., None] * _inverse_frequencies(d_model, pos.device)  # [B, T, half]
     return torch.cat([angles.sin(), angles.cos()], dim=-1)[..., :d_model].to(dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _inverse_frequencies(d_model: int, device: torch.device) -> torch.Tensor:
+    """The sinusoids' ``(d_model + 1) // 2`` inverse frequencies (float64), made once per size and device (a
+    generated token's position needs them at every step)."""
+    half = (d_model + 1) // 2
+    return torch.exp(torch.arange(half, device=device, dtype=torch.float64) * (-math.log(10000.0) / half))
+
+
+# At most this many ids are embedded one row lookup each (their clusters found from Python ints), rather than with
+# one mask, gather and scatter per cluster: generation's one token per row, where the masks were most of the cost.
+FEW_IDS = 8
 
 
 class WordEmbedding(nn.Module):
@@ -66,6 +79,8 @@ class WordEmbedding(nn.Module):
         clusters = self.clusters()
         if len(clusters) == 1:
             return F.embedding(ids, clusters[0][2]) * self.scale
+        if ids.numel() <= FEW_IDS:
+            return self._embed_few(ids, clusters)
         weight = clusters[0][2]
         emb = weight.new_zeros(*ids.shape, self.d_model)
         for lo, hi, w in clusters:
@@ -73,6 +88,20 @@ class WordEmbedding(nn.Module):
             if m.any():
                 emb = emb.index_put((m,), F.embedding(ids[m] - lo, w))
         return emb * self.scale
+
+    def _embed_few(self, ids: torch.Tensor, clusters) -> torch.Tensor:
+        """:meth:`forward` for a few ids (the same rows, times the same scale): each id's cluster is found from its
+        Python int, and its row read directly."""
+        firsts = [lo for lo, _, _ in clusters]
+        rows = []
+        for i in ids.flatten().tolist():
+            if not 0 <= i < self.vocab_size:
+                raise ValueError(f"ids must lie in [0, vocab_size={self.vocab_size}), got {i}")
+            lo, _, w = clusters[bisect.bisect_right(firsts, i) - 1]
+            rows.append(w[i - lo])
+        weight = clusters[0][2]
+        emb = torch.stack(rows) if rows else weight.new_zeros(0, self.d_model)
+        return emb.view(*ids.shape, self.d_model) * self.scale
 
 
 class FWPModel(nn.Module):
@@ -144,6 +173,10 @@ class FWPModel(nn.Module):
                 raise ValueError(f"ids must lie in [0, vocab_size={self.cfg.vocab_size}), "
                                  f"got range [{int(ids.min())}, {int(ids.max())}]")
             x = self.embed(ids)  # [B, T, d_model]
+        return self._trunk(x, state, done)
+
+    def _trunk(self, x: torch.Tensor, state=None, done=None):
+        """:meth:`hidden` from the embedded inputs ``x`` [B, T, d_model], without the checks of the ids."""
         B, T = x.shape[:2]
         if state is None:
             pos, layer_states = torch.zeros(B, dtype=torch.long, device=x.device), None
@@ -239,7 +272,8 @@ class FWPModel(nn.Module):
                 nxt = self._next_word(h[:, -1], temperature, top_k, generator)  # [B, 1]
                 out.append(nxt)
                 if i + 1 < max_new_tokens:
-                    h, state = self.hidden(nxt, state)
+                    # the model's own words: in range, so no checks; one step, so every op takes its step path
+                    h, state = self._trunk(self.embed(nxt), state)
             return torch.cat(out, dim=1)
         finally:
             self.train(was_training)
@@ -259,8 +293,10 @@ class FWPModel(nn.Module):
             asm = self.asm
             head = F.softmax(asm.head(h).float(), dim=-1)  # [B, shortlist + clusters]
             nxt = _inverse_cdf(head, generator)
-            for row in (nxt[:, 0] >= asm.shortlist_size).nonzero().flatten().tolist():
-                c = int(nxt[row, 0]) - asm.shortlist_size
+            for row, entry in enumerate(nxt[:, 0].tolist()):  # one read of the draws, not a mask and its nonzero
+                if entry < asm.shortlist_size:
+                    continue
+                c = entry - asm.shortlist_size
                 tail = F.softmax(asm.tail[c](h[row:row + 1]).float(), dim=-1)
                 nxt[row, 0] = asm.cutoffs[c] + _inverse_cdf(tail, generator)[0, 0]
             return nxt
