@@ -44,6 +44,11 @@ def cached_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache, w
     Returns ``(o [B, T, H, D], new cache)``; o is a view of a ``[B, H, T, D]`` tensor."""
     B, T = q.shape[:2]
     k_cache, v_cache, valid = cache
+    if k_cache.shape[1] == 0 and window is None:
+        # a fresh start over the whole past (training): plain causal attention, which lets the kernel skip the
+        # blocks above the diagonal and build no [B, 1, T, T] mask (the same result as the mask below)
+        o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
+        return o.transpose(1, 2), (k, v, torch.ones(B, T, dtype=torch.bool, device=q.device))
     k_cache, v_cache = k_cache.to(k.dtype), v_cache.to(v.dtype)
     L = k_cache.shape[1]
     keys = torch.cat([k_cache, k], dim=1)  # [B, L + T, H, D]
