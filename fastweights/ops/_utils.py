@@ -104,14 +104,14 @@ def use_step_path(steps: int | None) -> bool:
 
 
 def resolve_impl(op: str, impl: str, available: Mapping[str, Callable], auto_order: Sequence[str],
-                 device: torch.device, steps: int | None = None) -> Callable:
-    """Returns the function for ``impl``; ``"auto"`` takes the op's step path (``available["step"]``, see
-    :mod:`._step`) for a call of a few time steps (:func:`use_step_path`), otherwise the first of ``auto_order``
-    usable on ``device``. Every op chooses its path here."""
+                 device: torch.device, steps: int | None = None,
+                 few_steps_order: Sequence[str] = ("step",)) -> Callable:
+    """Returns the function for ``impl``. ``"auto"`` takes the first usable path of ``few_steps_order`` for a call
+    of a few time steps (:func:`use_step_path`; by default the op's step path, ``available["step"]``, see
+    :mod:`._step`), otherwise the first of ``auto_order`` usable on ``device``. Every op chooses its path here."""
     if impl == "auto":
-        if "step" in available and use_step_path(steps):
-            return available["step"]
-        for name in auto_order:
+        few = "step" in available and use_step_path(steps)
+        for name in (few_steps_order if few else auto_order):
             if name == "fused" and device.type != "cpu":
                 continue  # the fused step kernels are CPU (numba) code
             return available[name]
