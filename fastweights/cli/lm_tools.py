@@ -118,39 +118,80 @@ def add_generate(sub) -> None:
 
 
 def bench_generate_command(args) -> int:
-    import torch
+    from pathlib import Path
 
-    from ..train.lm import generation_speed, load_lm_run
+    from rich.console import Console
+
+    from ..bench.generate import render_table, run_bench, sources_of
+    from ..provenance import cpu_model, machine
     from ..train.runs import require_kind
 
+    if not args.run_dirs and not args.models:
+        raise ValueError("--models: give RUN_DIRs, --models or both")
+    if not args.models and (args.preset != "tiny" or args.vocab is not None):
+        raise ValueError(f"{'--preset' if args.preset != 'tiny' else '--vocab'}: only with --models (a run's own "
+                         f"config gives its sizes and vocabulary)")
     for run in args.run_dirs:
         require_kind(run, "lm", what="bench generate")
-    torch.set_num_threads(args.threads)
-    rows = []
-    for run in args.run_dirs:
-        cfg, model, corpus, ptr = load_lm_run(run, "best")
-        for rep in range(args.repeats):
-            for ctx in args.contexts:
-                r = generation_speed(model, ctx, args.tokens, seed=rep)
-                rows.append({"run_dir": run, "model": cfg.model, "repeat": rep, **r})
-                print(f"{cfg.model:<12} context {ctx:>6}: {r['tokens_per_s']:8.1f} tokens/s wall, "
-                      f"{r['tokens_per_cpu_s']:8.1f} tokens/CPU-s", file=sys.stderr)
+    if args.baseline is not None and not (Path(args.baseline) / "fastweights" / "__init__.py").is_file():
+        raise ValueError(f"--baseline: {args.baseline} holds no fastweights package (fastweights/__init__.py)")
+    from ..bench.generate import WIKITEXT103_VOCAB
+
+    vocab = WIKITEXT103_VOCAB if args.vocab is None else args.vocab
+    console = Console(stderr=True)
+    rows = run_bench(sources_of(args.run_dirs, args.models or [], args.preset, vocab), args.contexts, args.precision,
+                     tokens=args.tokens, repeats=args.repeats, rounds=args.rounds, threads=args.threads,
+                     top_k=args.top_k, seed=args.seed, baseline=args.baseline, progress=lambda m: console.log(m))
+    for r in rows:
+        what = f"{r['name']} {r['precision']} context {r['context']}"
+        console.log(f"{what}: {r['error']}" if "error" in r else
+                    f"{what}: {r['tokens_per_s']:,.1f} tokens/s, {r['ms_per_token']:.2f} ms/token "
+                    f"({r['cpu_ms_per_token']:.2f} CPU ms/token), {r['code']} code")
+    models = f"preset {args.preset}, vocabulary {vocab:,}" if args.models else "trained runs"
+    title = (f"generation, {models}, {args.tokens} words per call, {args.threads} thread(s), median of "
+             f"{args.repeats * args.rounds} interleaved calls; {cpu_model()}")
+    out = Console() if sys.stdout.isatty() else Console(width=170)
+    out.print(render_table(rows, title))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"threads": args.threads, "rows": rows}, f, indent=2)
+            json.dump({"machine": machine(), "threads": args.threads, "rows": rows, "baseline": args.baseline}, f,
+                      indent=2)
+        console.log(f"wrote {args.json}")
     return 0
 
 
 def add_bench_generate(bench_sub) -> None:
     from .args import number_list
+    from .bench_train import _layers, _names
 
-    b = bench_sub.add_parser("generate", help="generation tokens/s of language-model runs at several context lengths")
-    b.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", type=run_dir)
+    b = bench_sub.add_parser("generate", help="generation tokens/s and ms/token of language models against the context "
+                                              "length, side by side, per precision (optionally against a baseline "
+                                              "tree)")
+    b.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", type=run_dir,
+                   help="language-model runs (their best checkpoints)")
+    b.add_argument("--models", type=_names("--models", _layers), default=None,
+                   help="comma-separated layer names: randomly initialised models at --preset with --vocab words")
+    b.add_argument("--preset", choices=["tiny", "small", "medium"], default="tiny",
+                   help="the LM preset of the --models (default tiny)")
+    b.add_argument("--vocab", type=number("--vocab", low=2, high=10**7), default=None,
+                   help="vocabulary of the --models (default 267,735, WikiText-103's; adaptive softmax with the "
+                        "paper's cutoffs scaled to it)")
     b.add_argument("--contexts", type=number_list("--contexts", low=1, high=10**7), default=[64, 4096],
                    help="comma-separated context lengths (default 64,4096)")
-    b.add_argument("--tokens", type=number("--tokens", low=1, high=10**7), default=256,
-                   help="words sampled per measurement")
-    b.add_argument("--repeats", type=number("--repeats", low=1, high=10_000), default=3)
-    b.add_argument("--threads", type=threads(), default=1)
-    b.add_argument("--json", metavar="PATH", type=output_path("--json"), help="write the rows as JSON")
+    b.add_argument("--tokens", type=number("--tokens", low=1, high=10**7), default=128,
+                   help="words sampled per timed call (default 128)")
+    b.add_argument("--repeats", type=number("--repeats", low=1, high=10_000), default=3,
+                   help="timed calls per case and round (default 3)")
+    b.add_argument("--rounds", type=number("--rounds", low=1, high=100), default=1,
+                   help="worker processes per code, alternating with the baseline's (default 1)")
+    b.add_argument("--precision", type=_names("--precision", ("fp32", "bf16")), default=["fp32"],
+                   help="comma-separated precisions: fp32, bf16 (under torch.autocast; default fp32)")
+    b.add_argument("--top-k", type=number("--top-k", low=1, high=10**8), default=None,
+                   help="sample among the k likeliest words (default: the full distribution)")
+    b.add_argument("--seed", type=number("--seed", low=0, high=2**31 - 1), default=0,
+                   help="seed of the contexts, the sampling and the --models' weights (default 0)")
+    b.add_argument("--threads", type=threads(), default=1, help="torch threads (default 1)")
+    b.add_argument("--baseline", metavar="DIR", default=None,
+                   help="also time the fastweights package in DIR (e.g. a git worktree of an older commit)")
+    b.add_argument("--json", metavar="PATH", type=output_path("--json"), help="also write the rows as JSON")
     b.set_defaults(func=bench_generate_command)
