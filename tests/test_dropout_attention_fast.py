@@ -100,3 +100,27 @@ def test_block_stack_keep_equals_the_full_output_at_those_positions():
         torch.testing.assert_close(gx_keep, gx_full)
         with pytest.raises(ValueError, match="keep must be"):
             stack(x, keep=keep.float())
+
+
+def test_objective_on_the_kept_logits_equals_the_full_one():
+    from fastweights.train.data import BLANK_ID, loss_mask, objective
+
+    torch.manual_seed(0)
+    B, T, C = 4, 12, 7
+    targets = torch.randint(0, C, (B, T))
+    targets[:, -2:] = 0  # padding
+    targets[1] = BLANK_ID  # a program without prints
+    targets[1, -1] = 0
+    batch = {"inputs": torch.zeros(B, T, dtype=torch.long), "targets": targets,
+             "lengths": torch.full((B,), T - 2)}
+    for where in ("prints", "all"):
+        logits = torch.randn(B, T, C, requires_grad=True)
+        logits.data[0] = torch.nn.functional.one_hot(targets[0], C).float() * 9  # row 0 all right
+        full = objective("code-exec", logits, batch, where)
+        kept = objective("code-exec", logits[loss_mask(batch, where)], batch, where)
+        assert {k: v for k, v in full.items() if k != "loss_sum"} == {k: v for k, v in kept.items() if k != "loss_sum"}
+        assert full["seq_correct"] >= 2  # rows 0 and 1
+        torch.testing.assert_close(kept["loss_sum"], full["loss_sum"])
+        g_full, = torch.autograd.grad(full["loss_sum"], logits)
+        g_kept, = torch.autograd.grad(kept["loss_sum"], logits)
+        torch.testing.assert_close(g_kept, g_full)

@@ -127,23 +127,36 @@ def eval_batches(dataset: EncodedSplit, batch_size: int):
 
 # --------------------------------------------------------------------------------------- objectives
 
+def loss_mask(batch: dict, loss_positions: str = "prints") -> torch.Tensor:
+    """code-exec: ``[B, T]`` bool, the positions the loss reads: the executed prints (``"prints"``) or every real
+    token (``"all"``). The prints, where accuracy is measured, are always among them."""
+    targets = batch["targets"]
+    if loss_positions == "prints":
+        return (targets != 0) & (targets != BLANK_ID)
+    return targets != 0
+
+
 def objective(task: str, logits: torch.Tensor, batch: dict, loss_positions: str = "prints") -> dict:
     """Summed loss and metric counts of one batch (sums, so that batches and processes add up).
 
-    code-exec: ``logits`` [B, T, C]. The loss is summed over the executed-print positions (targets
-    that are values, not ``_`` or pad) with ``loss_positions="prints"``, or over every real token with
-    ``"all"``. Counts: ``prints`` (executed prints), ``print_correct``, ``seqs``, ``seq_correct``
-    (programs whose every print is right; a program without executed prints counts as right).
+    code-exec: ``logits`` [B, T, C], or [N, C] at the positions of :func:`loss_mask` only (in row-major
+    order, what ``logits[mask]`` gives: from a model that computes only those). The loss is summed over the
+    executed-print positions (targets that are values, not ``_`` or pad) with ``loss_positions="prints"``, or
+    over every real token with ``"all"``. Counts: ``prints`` (executed prints), ``print_correct``, ``seqs``,
+    ``seq_correct`` (programs whose every print is right; a program without executed prints counts as right).
     ListOps: ``logits`` [B, C]; counts ``examples``, ``correct``.
     Returns ``{"loss_sum": tensor, "loss_count": int, counts...}``.
     """
     targets = batch["targets"]
     if task == "code-exec":
         prints = (targets != 0) & (targets != BLANK_ID)
-        lmask = prints if loss_positions == "prints" else targets != 0
-        loss_sum = F.cross_entropy(logits[lmask].float(), targets[lmask], reduction="sum")
+        lmask = loss_mask(batch, loss_positions)
+        kept = logits if logits.dim() == 2 else logits[lmask]  # [N, C] at the loss positions
+        loss_sum = F.cross_entropy(kept.float(), targets[lmask], reduction="sum")
         with torch.no_grad():
-            right = (logits.argmax(-1) == targets) & prints
+            right = torch.zeros_like(prints)
+            right[lmask] = kept.argmax(-1) == targets[lmask]
+            right &= prints
             seq_ok = (right | ~prints).all(dim=1)
         return {"loss_sum": loss_sum, "loss_count": int(lmask.sum()), "prints": int(prints.sum()),
                 "print_correct": int(right.sum()), "seqs": int(targets.shape[0]), "seq_correct": int(seq_ok.sum())}
