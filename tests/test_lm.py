@@ -401,11 +401,7 @@ def test_eval_lm_flags_are_refused_on_an_algorithmic_run(tmp_path, capsys):
 
 
 def test_generation_state_is_constant_size_for_fwps(corpus_dir, tmp_path):
-    from fastweights.train.lm import generation_speed
-
     model = _small_model("deltanet")
-    r = generation_speed(model, context=300, tokens=5, prime_chunk=64)
-    assert r["tokens"] == 5 and r["tokens_per_s"] > 0
     _, s1 = model.hidden(torch.zeros(1, 10, dtype=torch.long))
     _, s2 = model.hidden(torch.zeros(1, 500, dtype=torch.long))
     sizes = lambda s: [t.numel() for t in torch.utils._pytree.tree_leaves(s)]

@@ -418,23 +418,3 @@ def generate_text(run_dir: str | os.PathLike, prompt: str = "", tokens: int = 50
     return {"run_dir": str(run_dir), "model": cfg.model, "checkpoint": which, "step": ptr["step"], "prompt": prompt,
             "prompt_tokens": len(ids) - 1, "text": corpus.decode(new), "tokens": len(new), "seconds": round(seconds, 4),
             "tokens_per_s": len(new) / max(seconds, 1e-9), "seed": seed, "temperature": temperature, "top_k": top_k}
-
-
-@torch.no_grad()
-def generation_speed(model, context: int, tokens: int = 256, vocab_size: int | None = None, seed: int = 0,
-                     prime_chunk: int = 512) -> dict:
-    """Tokens/s of sampling ``tokens`` words one at a time (``model.generate``, carrying the state) after a
-    context of ``context`` random words (fed in chunks of ``prime_chunk``, not timed). Wall clock and
-    process CPU time are both reported."""
-    V = vocab_size or model.cfg.vocab_size
-    g = torch.Generator().manual_seed(seed)
-    ctx = torch.randint(0, V, (1, context), generator=g)
-    model.eval()
-    state = None
-    for s in range(0, context - 1, prime_chunk):
-        _, state = model.hidden(ctx[:, s:min(s + prime_chunk, context - 1)], state)
-    w0, c0 = time.perf_counter(), time.process_time()
-    model.generate(ctx[:, -1:], tokens, top_k=None, generator=g, state=state)
-    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-    return {"context": context, "tokens": tokens, "seconds": wall, "tokens_per_s": tokens / wall,
-            "cpu_seconds": cpu, "tokens_per_cpu_s": tokens / max(cpu, 1e-9)}
