@@ -7,7 +7,8 @@ seeds 1 and 2 at the learning rate whose seed-0 run scored best (the runs' own c
 accuracy of the valid and the long split, then the lower mean loss; ties go to the larger rate). Each run is
 ``fastweights train formal`` on the language's data (generated once into RUNS_DIR/data), one torch thread, at
 most STEPS steps (validation every EVAL steps), stopping early once both splits are at 100%. Finished runs are
-skipped and interrupted ones resumed, so the script can be re-run until everything is done; ``--worker I/N``
+skipped (also when only their committed records are here, e.g. on another machine) and interrupted ones
+resumed, so the script can be re-run until everything is done; ``--worker I/N``
 takes every N-th run (start N copies side by side, one per core). Each finished run's records (config,
 metrics, summary; not its checkpoints) are copied to results/formal/records/runs/NAME.
 
@@ -55,7 +56,7 @@ def chosen_lr(runs: Path, model: str, language: str) -> str | None:
     """The grid's best learning rate for (model, language), or None while a seed-0 run is unfinished."""
     results = []
     for lr in LRS:
-        s = finished(runs / name(model, language, lr, 0))
+        s = finished(runs / name(model, language, lr, 0)) or finished(RECORDS / name(model, language, lr, 0))
         if s is None:
             return None
         results.append((score(s), float(lr), lr))
@@ -120,6 +121,8 @@ def main(argv=None) -> int:
             out = args.runs / name(*run)
             if finished(out):
                 keep_records(out)
+                continue
+            if finished(RECORDS / out.name):  # finished on another machine: its records are committed
                 continue
             cmd = command(fw, args.runs, *run)
             if args.dry_run:
