@@ -21,7 +21,16 @@ def np_view(x: torch.Tensor) -> np.ndarray:
 
 
 def sync_threads() -> None:
-    """Uses as many numba threads as torch uses (capped by numba's pool size)."""
-    want = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    if numba.get_num_threads() != want:
+    """Uses as many numba threads as torch uses (capped by numba's pool size), and keeps torch's count.
+
+    The first call launches numba's thread pool; with the OpenMP threading layer that launch sets OpenMP's
+    thread count to the pool size (NUMBA_NUM_THREADS, by default every CPU), which is torch's count too, so a
+    process set to one thread (``--threads 1``) would run torch on every CPU from its first kernel on. The
+    count torch had before is put back."""
+    n = torch.get_num_threads()
+    have = numba.get_num_threads()  # launches the pool on first use
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    want = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
+    if have != want:
         numba.set_num_threads(want)
