@@ -157,7 +157,7 @@ class FWPModel(nn.Module):
         return reset_state(state, done)
 
     # ---- trunk -------------------------------------------------------------------------------------
-    def hidden(self, ids: torch.Tensor, state=None, done=None):
+    def hidden(self, ids: torch.Tensor, state=None, done=None, keep=None):
         """Runs the trunk: ``-> (features [B, T, d_model] after the final LN, new_state)``."""
         if ids.is_floating_point():
             if ids.dim() != 3 or ids.shape[-1] != self.cfg.d_model:
@@ -173,9 +173,9 @@ class FWPModel(nn.Module):
                 raise ValueError(f"ids must lie in [0, vocab_size={self.cfg.vocab_size}), "
                                  f"got range [{int(ids.min())}, {int(ids.max())}]")
             x = self.embed(ids)  # [B, T, d_model]
-        return self._trunk(x, state, done)
+        return self._trunk(x, state, done, keep)
 
-    def _trunk(self, x: torch.Tensor, state=None, done=None):
+    def _trunk(self, x: torch.Tensor, state=None, done=None, keep=None):
         """:meth:`hidden` from the embedded inputs ``x`` [B, T, d_model], without the checks of the ids."""
         B, T = x.shape[:2]
         if state is None:
@@ -186,11 +186,21 @@ class FWPModel(nn.Module):
                 pos = reset_state(pos, done)
         if self.cfg.pos_encoding == "sinusoidal":
             x = x + sinusoidal_positions(pos[:, None] + torch.arange(T, device=x.device), self.cfg.d_model, x.dtype)
-        x, layer_states = self.blocks(self.drop(x), layer_states, done)
+        x, layer_states = self.blocks(self.drop(x), layer_states, done, keep)
         return self.norm(x), {"pos": pos + T, "layers": layer_states}
 
-    def forward(self, ids: torch.Tensor, state=None, done=None, lengths=None):
-        h, state = self.hidden(ids, state, done)
+    def forward(self, ids: torch.Tensor, state=None, done=None, lengths=None, keep=None):
+        """The head's outputs and the new state. ``keep`` ([B, T] bool; token and LM heads): only the positions a
+        loss reads are computed past the last mixer, and the outputs are ``[N, ...]`` for the N kept positions in
+        row-major order, equal to ``outputs[keep]`` of the full call (the mixers still read every position)."""
+        if keep is not None:
+            if self.cfg.head == "sequence":
+                raise ValueError("keep is for the token and LM heads; the sequence head reads one position per row "
+                                 "(give lengths)")
+            if keep.dtype != torch.bool or keep.shape != ids.shape[:2]:
+                raise ValueError(f"keep must be a [B, T] = {tuple(ids.shape[:2])} bool tensor, got "
+                                 f"{tuple(keep.shape)} {keep.dtype}")
+        h, state = self.hidden(ids, state, done, keep)
         head = self.cfg.head
         if head == "token":
             return self.classifier(h), state

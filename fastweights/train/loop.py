@@ -30,8 +30,8 @@ import torch
 from .checkpoint import CheckpointError, load_checkpoint
 from .common import init_distributed
 from .config import TrainConfig, TrainConfigError
-from .data import (COUNT_KEYS, MAIN_METRIC, EncodedSplit, ResumableBatchSampler, eval_batches, make_loader,
-                   objective, summarize)
+from .data import (COUNT_KEYS, MAIN_METRIC, EncodedSplit, ResumableBatchSampler, eval_batches, loss_mask,
+                   make_loader, objective, summarize)
 from .driver import (CKPT, BatchLoss, StepLoop, Task, distributed, release_run,
                      seeded_model_and_optimizer,
                      start_run, write_run_config)
@@ -104,7 +104,7 @@ def evaluate(model, dataset: EncodedSplit, batch_size: int, device, loss_positio
     try:
         for batch in eval_batches(dataset, batch_size):
             batch = {k: v.to(device) for k, v in batch.items()}
-            logits = _forward(model, dataset.task, batch)
+            logits = _forward(model, dataset.task, batch, loss_positions)
             obj = objective(dataset.task, logits, batch, loss_positions)
             totals["loss_sum"] += float(obj["loss_sum"])
             for k in COUNT_KEYS[dataset.task]:
@@ -114,11 +114,11 @@ def evaluate(model, dataset: EncodedSplit, batch_size: int, device, loss_positio
     return summarize(dataset.task, totals)
 
 
-def _forward(model, task: str, batch: dict) -> torch.Tensor:
+def _forward(model, task: str, batch: dict, loss_positions: str = "prints") -> torch.Tensor:
     if task == "listops":
         out, _ = model(batch["inputs"], lengths=batch["lengths"])
-    else:
-        out, _ = model(batch["inputs"])
+    else:  # only the positions the objective reads: [N, C] logits (see data.objective)
+        out, _ = model(batch["inputs"], keep=loss_mask(batch, loss_positions))
     return out
 
 
@@ -192,7 +192,8 @@ class _SupervisedTask(Task):
             self._batches, self.epoch, self.batch = None, self.epoch + 1, 0
 
     def forward(self, batch) -> BatchLoss:
-        obj = objective(self.cfg.task, _forward(self.net, self.cfg.task, batch), batch, self.cfg.loss_positions)
+        obj = objective(self.cfg.task, _forward(self.net, self.cfg.task, batch, self.cfg.loss_positions), batch,
+                        self.cfg.loss_positions)
         sums = {**{k: obj[k] for k in COUNT_KEYS[self.cfg.task]}, "tokens": int(batch["lengths"].sum()), "steps": 1}
         return BatchLoss(obj["loss_sum"], obj["loss_count"], sums)
 
