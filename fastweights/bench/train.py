@@ -17,9 +17,7 @@ script (``python fastweights/bench/train.py --worker ...``) under either tree.
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from contextlib import nullcontext
@@ -154,17 +152,9 @@ def worker(spec: dict) -> dict:
 # ------------------------------------------------------------------------------------------ the driver
 
 def _run_worker(spec: dict, tree: str | None) -> dict:
-    env = dict(os.environ)
-    if tree is not None:
-        env["PYTHONPATH"] = tree + os.pathsep + env.get("PYTHONPATH", "")
-    code = (f"import runpy, sys; sys.argv = [{__file__!r}, '--worker', {json.dumps(spec)!r}]; "
-            f"runpy.run_path({__file__!r}, run_name='__main__')")  # not as a script: its folder stays off sys.path
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          cwd=tree or os.getcwd())
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"bench worker ({'baseline ' + tree if tree else 'this code'}) failed: {tail}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    from .workers import run_in_tree  # the driver's side only: a worker may run under an older tree
+
+    return run_in_tree(__file__, spec, tree)
 
 
 def run_bench(task: str, models: list, precisions: list, steps: int = 10, warmup: int = 2, rounds: int = 2,
