@@ -86,16 +86,23 @@ def _check_gated_qkv(q, k, v, beta):
     return B, T, H, Dk, v.shape[-1]
 
 
-def _delta_lstm_reference(q, k, v, beta, rk, rv, rbeta, s0, r0, c0, h0, output_final_state):
-    B, T, H, G, Dk = q.shape
+def _start(q, k, v, beta, rk, rv, rbeta, s0, r0, c0, h0):
+    """The reference's and the step path's start: the inputs in the accumulation dtype, and the state
+    (S, R, c, h), zeros where not given."""
+    B, _, H, G, Dk = q.shape
     Dv = v.shape[-1]
-    in_dtype = v.dtype
     dt = acc_dtype(q.dtype)
-    q, k, v, beta, rk, rv, rbeta = (x.to(dt) for x in (q, k, v, beta, rk, rv, rbeta))
-    S = q.new_zeros(B, H, G, Dk, Dv) if s0 is None else s0.to(dt)
-    R = q.new_zeros(B, H, G, Dv, Dv) if r0 is None else r0.to(dt)
-    c = q.new_zeros(B, H, Dv) if c0 is None else c0.to(dt)
-    h = q.new_zeros(B, H, Dv) if h0 is None else h0.to(dt)
+    xs = tuple(x.to(dt) for x in (q, k, v, beta, rk, rv, rbeta))
+    S = xs[0].new_zeros(B, H, G, Dk, Dv) if s0 is None else s0.to(dt)
+    R = xs[0].new_zeros(B, H, G, Dv, Dv) if r0 is None else r0.to(dt)
+    c = xs[0].new_zeros(B, H, Dv) if c0 is None else c0.to(dt)
+    h = xs[0].new_zeros(B, H, Dv) if h0 is None else h0.to(dt)
+    return xs, S, R, c, h
+
+
+def _delta_lstm_reference(q, k, v, beta, rk, rv, rbeta, s0, r0, c0, h0, output_final_state):
+    in_dtype, T = v.dtype, q.shape[1]
+    (q, k, v, beta, rk, rv, rbeta), S, R, c, h = _start(q, k, v, beta, rk, rv, rbeta, s0, r0, c0, h0)
     outs = []
     for t in range(T):
         kt = k[:, t]  # [B, H, 3, Dk]
@@ -116,15 +123,8 @@ def _delta_lstm_reference(q, k, v, beta, rk, rv, rbeta, s0, r0, c0, h0, output_f
 
 def _delta_lstm_step(q, k, v, beta, rk, rv, rbeta, s0, r0, c0, h0, output_final_state):
     """The reference's recurrence on the step path (:mod:`._step`): for generation's one-step calls."""
-    B, T, H, G, Dk = q.shape
-    Dv = v.shape[-1]
-    in_dtype = v.dtype
-    dt = acc_dtype(q.dtype)
-    q, k, v, beta, rk, rv, rbeta = (x.to(dt) for x in (q, k, v, beta, rk, rv, rbeta))
-    S = q.new_zeros(B, H, G, Dk, Dv) if s0 is None else s0.to(dt)
-    R = q.new_zeros(B, H, G, Dv, Dv) if r0 is None else r0.to(dt)
-    c = q.new_zeros(B, H, Dv) if c0 is None else c0.to(dt)
-    h = q.new_zeros(B, H, Dv) if h0 is None else h0.to(dt)
+    in_dtype, T = v.dtype, q.shape[1]
+    (q, k, v, beta, rk, rv, rbeta), S, R, c, h = _start(q, k, v, beta, rk, rv, rbeta, s0, r0, c0, h0)
     outs = []
     for t in range(T):
         S = delta_write(S, k[:, t], v[:, t], beta[:, t])

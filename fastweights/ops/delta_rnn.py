@@ -73,15 +73,22 @@ def _check_recurrent_inputs(rk, rv, rbeta, shape, layout, beta_layout):
         raise ValueError(f"rbeta must have shape {beta_layout} = {shape[:-1]}, got {tuple(rbeta.shape)}")
 
 
-def _delta_rnn_reference(q, k, v, beta, rk, rv, rbeta, s0, r0, y0, output_final_state):
-    B, T, H, Dk = q.shape
+def _start(q, k, v, beta, rk, rv, rbeta, s0, r0, y0):
+    """The reference's and the step path's start: the inputs in the accumulation dtype, and the state (S, R, y),
+    zeros where not given."""
+    B, _, H, Dk = q.shape
     Dv = v.shape[-1]
-    in_dtype = v.dtype
     dt = acc_dtype(q.dtype)
-    q, k, v, beta, rk, rv, rbeta = (x.to(dt) for x in (q, k, v, beta, rk, rv, rbeta))
-    S = q.new_zeros(B, H, Dk, Dv) if s0 is None else s0.to(dt)
-    R = q.new_zeros(B, H, Dv, Dv) if r0 is None else r0.to(dt)
-    y = q.new_zeros(B, H, Dv) if y0 is None else y0.to(dt)
+    xs = tuple(x.to(dt) for x in (q, k, v, beta, rk, rv, rbeta))
+    S = xs[0].new_zeros(B, H, Dk, Dv) if s0 is None else s0.to(dt)
+    R = xs[0].new_zeros(B, H, Dv, Dv) if r0 is None else r0.to(dt)
+    y = xs[0].new_zeros(B, H, Dv) if y0 is None else y0.to(dt)
+    return xs, S, R, y
+
+
+def _delta_rnn_reference(q, k, v, beta, rk, rv, rbeta, s0, r0, y0, output_final_state):
+    in_dtype, T = v.dtype, q.shape[1]
+    (q, k, v, beta, rk, rv, rbeta), S, R, y = _start(q, k, v, beta, rk, rv, rbeta, s0, r0, y0)
     outs = []
     for t in range(T):
         kt = k[:, t]  # [B, H, Dk]
@@ -99,14 +106,8 @@ def _delta_rnn_reference(q, k, v, beta, rk, rv, rbeta, s0, r0, y0, output_final_
 
 def _delta_rnn_step(q, k, v, beta, rk, rv, rbeta, s0, r0, y0, output_final_state):
     """The reference's recurrence on the step path (:mod:`._step`): for generation's one-step calls."""
-    B, T, H, Dk = q.shape
-    Dv = v.shape[-1]
-    in_dtype = v.dtype
-    dt = acc_dtype(q.dtype)
-    q, k, v, beta, rk, rv, rbeta = (x.to(dt) for x in (q, k, v, beta, rk, rv, rbeta))
-    S = q.new_zeros(B, H, Dk, Dv) if s0 is None else s0.to(dt)
-    R = q.new_zeros(B, H, Dv, Dv) if r0 is None else r0.to(dt)
-    y = q.new_zeros(B, H, Dv) if y0 is None else y0.to(dt)
+    in_dtype, T = v.dtype, q.shape[1]
+    (q, k, v, beta, rk, rv, rbeta), S, R, y = _start(q, k, v, beta, rk, rv, rbeta, s0, r0, y0)
     outs = []
     for t in range(T):
         S = delta_write(S, k[:, t], v[:, t], beta[:, t])
