@@ -107,8 +107,9 @@ def tables(data: dict) -> str:
     secs = sum(r["seconds"] for r in rows)
     early = sum(1 for r in rows if r["stopped"])
     out += [f"Runs finished: {done} of {planned} planned; {early} stopped early at 100% on both splits, the others "
-            f"ran their {STEPS:,} steps. Training time summed over the finished runs: {secs / 3600:.2f} h of "
-            "single-thread process time (wall clock of each 1-thread run, validation included).", ""]
+            f"ran their {STEPS:,} steps. Training time summed over the finished runs: {secs / 3600:.2f} h (each "
+            "run's wall clock, validation included, one torch thread, two runs side by side on a machine shared "
+            "with other work; see the note on threads above).", ""]
     return "\n".join(out)
 
 
