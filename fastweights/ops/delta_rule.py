@@ -31,7 +31,6 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ._chunk import from_chunks, to_chunks
 from ._step import delta_write, read, stack_steps
 from ._utils import (acc_dtype, autocast_float32, autocast_off, check_dtypes_and_device, check_positive_int, check_qkv,
                      check_tensor, empty_result, resolve_impl, unpack_state)
@@ -132,21 +131,41 @@ def _delta_rule_chunk(q, k, v, beta, s0, output_final_state, chunk_size, g=None)
     in_dtype = v.dtype
     dt = acc_dtype(q.dtype)
     C = min(chunk_size, T)
-    qc, kc, vc = (to_chunks(x.to(dt), C) for x in (q, k, v))
-    bc = to_chunks(beta.to(dt), C)
-    gc = None if g is None else to_chunks(g.to(dt), C)  # the padding steps: g = 0 (no decay) and beta = 0
+    qc, kc, vc = (_to_steps(x.to(dt), C) for x in (q, k, v))
+    bc = _to_steps(beta.to(dt), C)
+    gc = None if g is None else _to_steps(g.to(dt), C)  # the padding steps: g = 0 (no decay) and beta = 0
     s0 = None if s0 is None else s0.to(dt).reshape(B * H, Dk, Dv)
     o, s = _ChunkDeltaRule.apply(qc, kc, vc, bc, gc, s0)
-    o = from_chunks(o, B, H, T).to(in_dtype)
+    o = _from_steps(o, B, H, T).to(in_dtype)
     return o, (s.reshape(B, H, Dk, Dv) if output_final_state else None)
 
 
+def _to_steps(x, C):
+    """``[B, T, H, *D]`` -> ``[N, B*H, C, *D]`` (chunk-major, so that chunk n of every head is one contiguous
+    block: the sequential loops read and write whole blocks in place), T zero-padded up to ``N*C``; one copy."""
+    B, T, H = x.shape[:3]
+    rest = x.shape[3:]
+    N = -(-T // C)
+    if N * C != T:
+        x = F.pad(x, (0, 0) * len(rest) + (0, 0, 0, N * C - T))
+    x = x.reshape(B, N, C, H, *rest).movedim((1, 3), (0, 2))  # [N, B, H, C, *D]
+    return x.reshape(N, B * H, C, *rest)
+
+
+def _from_steps(x, B, H, T):
+    """``[N, B*H, C, *D]`` -> ``[B, T, H, *D]`` (drops the padding)."""
+    N, _, C = x.shape[:3]
+    rest = x.shape[3:]
+    x = x.reshape(N, B, H, C, *rest).movedim((0, 2), (1, 3))  # [B, N, C, H, *D]
+    return x.reshape(B, N * C, H, *rest)[:, :T]
+
+
 class _Decays(NamedTuple):
-    """The gated delta rule's decays within each chunk (``[BH, N, C]``, or ``[BH, N, C, C]`` for ``pair``), from
+    """The gated delta rule's decays within each chunk (``[N, BH, C]``, or ``[N, BH, C, C]`` for ``pair``), from
     the log-decays g: ``first[t] = exp(g_0 + ... + g_t)`` (from the state entering the chunk to step t),
     ``pair[t, s] = exp(g_{s+1} + ... + g_t)`` (from step s to step t, s <= t; 1 above the diagonal),
     ``last[s] = exp(g_{s+1} + ... + g_{C-1})`` (from step s to the chunk's end) and ``whole[n]`` (the whole chunk
-    ``[BH, N]``). Each exponent is summed from the g's it spans, never a difference of two running sums, so no
+    ``[N, BH]``). Each exponent is summed from the g's it spans, never a difference of two running sums, so no
     precision is lost where strong and weak decays mix, and g = -inf (a full reset) gives exact zeros.
     All None: the plain delta rule."""
 
@@ -190,89 +209,96 @@ def _unit_lower_inverse(K, Kb, pair=None):
 
 
 def _flat(x):
-    """``[BH, N, a, b]`` -> ``[BH*N, a, b]`` (a view), for in-place batched matmuls (``baddbmm_``)."""
+    """``[N, BH, a, b]`` -> ``[N*BH, a, b]`` (a view), for in-place batched matmuls (``baddbmm_``)."""
     return x.reshape(-1, *x.shape[2:])
 
 
 class _ChunkDeltaRule(torch.autograd.Function):
-    """Chunkwise (gated) delta rule on ``[BH, N, C, D]`` tensors, with a hand-written backward; ``g`` (the chunked
-    log-decays ``[BH, N, C]``) or None (the plain delta rule, which then runs exactly the decay-free code).
+    """Chunkwise (gated) delta rule on chunk-major ``[N, BH, C, D]`` tensors, with a hand-written backward; ``g``
+    (the chunked log-decays ``[N, BH, C]``) or None (the plain delta rule, which then runs exactly the decay-free
+    code).
 
-    Memory: saves the chunked inputs, A, the new values and one state per chunk (with g, also its decays:
-    one C x C matrix per chunk, like A); temporaries are freed as soon as they are used and sums are
-    accumulated in place, so the peak stays a few input-sized tensors above what is saved."""
+    Memory: saves the chunked inputs, A, W, the masked intra-chunk scores M, the new values and one state per
+    chunk (with g, also its decays: one C x C matrix per chunk, like A); W and M are kept rather than recomputed
+    in the backward (two batched products fewer). The sequential loops write each chunk's new values and states
+    straight into their slots (``out=``), so they copy nothing."""
 
     @staticmethod
     def forward(ctx, Q, K, V, b, g, s0):
-        BH, N, C, Dk = K.shape
+        N, BH, C, Dk = K.shape
         Dv = V.shape[-1]
         d = _decays(g)
         Kb = K * b[..., None]
         A = _unit_lower_inverse(K, Kb, d.pair)
-        W = A @ _rows_(Kb, d.first)  # [BH, N, C, Dk]
+        W = A @ _rows_(Kb, d.first)  # [N, BH, C, Dk]
         del Kb
-        U = A @ (V * b[..., None])  # [BH, N, C, Dv]
-        states = K.new_empty(BH, N, Dk, Dv)
-        vnew = torch.empty_like(U)
-        S = K.new_zeros(BH, Dk, Dv) if s0 is None else s0.clone()
+        U = A @ (V * b[..., None])  # [N, BH, C, Dv]
         Kt = K.transpose(-1, -2)
+        M = _decayed((Q @ Kt).tril_(), d.pair)  # the intra-chunk reads' scores
+        states = K.new_empty(N + 1, BH, Dk, Dv)  # states[n]: the state entering chunk n; states[N]: the final one
+        if s0 is None:
+            states[0].zero_()
+        else:
+            states[0].copy_(s0)
+        vnew = torch.empty_like(U)
         Kt_end = Kt if g is None else _rows(K, d.last).transpose(-1, -2)  # each step's write at the chunk's end
         for n in range(N):
-            states[:, n] = S
-            vn = torch.baddbmm(U[:, n], W[:, n], S, alpha=-1)
-            vnew[:, n] = vn
-            if g is not None:
-                S.mul_(d.whole[:, n, None, None])  # S is a fresh tensor (copied into states above)
-            S = torch.baddbmm(S, Kt_end[:, n], vn)
-        del W, U
-        O = _decayed((Q @ Kt).tril_(), d.pair) @ vnew  # intra-chunk part
-        _flat(O).baddbmm_(_flat(_rows(Q, d.first)), _flat(states))  # + Q S: the state entering the chunk
-        ctx.save_for_backward(Q, K, V, b, g, A, vnew, states, None if g is None else S)
+            torch.baddbmm(U[n], W[n], states[n], alpha=-1, out=vnew[n])
+            if g is None:
+                torch.baddbmm(states[n], Kt_end[n], vnew[n], out=states[n + 1])
+            else:
+                torch.mul(states[n], d.whole[n, :, None, None], out=states[n + 1]).baddbmm_(Kt_end[n], vnew[n])
+        del U
+        O = M @ vnew  # intra-chunk part
+        _flat(O).baddbmm_(_flat(_rows(Q, d.first)), _flat(states[:N]))  # + Q S: the state entering the chunk
+        ctx.save_for_backward(Q, K, V, b, g, A, W, M, vnew, states)
         ctx.has_s0, ctx.decays = s0 is not None, d
-        return O, S
+        return O, states[N].clone()
 
     @staticmethod
     @autocast_off
     def backward(ctx, dO, dS):
-        Q, K, V, b, g, A, vnew, states, S_end = ctx.saved_tensors
-        BH, N, C, Dk = K.shape
+        Q, K, V, b, g, A, W, M, vnew, states = ctx.saved_tensors
+        N, BH, C, Dk = K.shape
         Dv = V.shape[-1]
         d = ctx.decays
         want_g = g is not None and ctx.needs_input_grad[4]
-        Kt = K.transpose(-1, -2)
         bb = b[..., None]
         dO = dO.contiguous()
-        dS = K.new_zeros(BH, Dk, Dv) if dS is None else dS.clone()
-        P = _decayed((Q @ Kt).tril_(), d.pair).transpose(-1, -2) @ dO  # [BH, N, C, Dv]: intra-chunk part of dV_new
+        dstates = K.new_empty(N + 1, BH, Dk, Dv)  # dstates[n]: grad wrt the state entering chunk n (N: the final)
+        if dS is None:
+            dstates[N].zero_()
+        else:
+            dstates[N].copy_(dS)
+        P = M.transpose(-1, -2) @ dO  # [N, BH, C, Dv]: intra-chunk part of dV_new
+        del M
         dO_first = _rows(dO, d.first)  # the reads of the entering state, decayed
-        G = Q.transpose(-1, -2) @ dO_first  # [BH, N, Dk, Dv]: what the reads add to dS
-        Kb = K * bb
-        Kb_first = _rows(Kb, d.first)
-        Wt = (A @ Kb_first).transpose(-1, -2)  # W, recomputed
+        G = Q.transpose(-1, -2) @ dO_first  # [N, BH, Dk, Dv]: what the reads add to dS
         K_end = _rows(K, d.last)
-        dnext = torch.empty_like(states)  # grad wrt the state leaving chunk n
+        Wt = W.transpose(-1, -2)
         dvnew = torch.empty_like(vnew)
         for n in range(N - 1, -1, -1):
-            dnext[:, n] = dS
-            dvn = torch.baddbmm(P[:, n], K_end[:, n], dS)
-            dvnew[:, n] = dvn
-            if g is not None:
-                dS.mul_(d.whole[:, n, None, None])  # dS is a fresh tensor (copied into dnext above)
-            dS = torch.baddbmm(dS + G[:, n], Wt[:, n], dvn, alpha=-1)
-        del P, G, Wt
-        st = _flat(states).transpose(-1, -2)
-        dM = _decayed((dO @ vnew.transpose(-1, -2)).tril_(), d.pair)  # [BH, N, C, C]
+            torch.baddbmm(P[n], K_end[n], dstates[n + 1], out=dvnew[n])
+            if g is None:
+                G[n].add_(dstates[n + 1])
+            else:
+                G[n].addcmul_(dstates[n + 1], d.whole[n, :, None, None])
+            torch.baddbmm(G[n], Wt[n], dvnew[n], alpha=-1, out=dstates[n])
+        del P, G, Wt, W
+        dnext = dstates[1:]  # grad wrt the state leaving each chunk
+        st = _flat(states[:N]).transpose(-1, -2)
+        dM = _decayed((dO @ vnew.transpose(-1, -2)).tril_(), d.pair)  # [N, BH, C, C]
         dQ = dM @ K
         _flat(dQ).baddbmm_(_flat(dO_first), st)
         dK = dM.transpose(-1, -2) @ Q
         del dM
         _flat(dK).baddbmm_(_flat(_rows(vnew, d.last)), _flat(dnext).transpose(-1, -2))
-        if want_g:  # <S_out, dS_out> per chunk, S_out the next chunk's entering state (see _log_decay_grad)
-            dG_end = torch.cat([(dnext[:, :-1] * states[:, 1:]).sum((-2, -1)),
-                                (dnext[:, -1] * S_end).sum((-2, -1))[:, None]], dim=1)
-        del dnext
-        dW = dvnew @ states.transpose(-1, -2)  # minus the grad wrt W = A Kb_first
+        # <S_out, dS_out> per chunk, S_out the next chunk's entering state (see _log_decay_grad)
+        dG_end = (dnext * states[1:]).sum((-2, -1)) if want_g else None
+        dW = dvnew @ states[:N].transpose(-1, -2)  # minus the grad wrt W = A Kb_first
         At = A.transpose(-1, -2)
+        Kb = K * bb
+        Kb_first = _rows(Kb, d.first)
         dKb = _rows_((At @ dW).neg_(), d.first)
         dA = dW @ Kb_first.transpose(-1, -2)  # minus the W part of dA
         del dW, Kb_first
@@ -293,7 +319,7 @@ class _ChunkDeltaRule(torch.autograd.Function):
         dg = _log_decay_grad(Q, dQ, K, dK, b * k_dKb, dG_end) if want_g else None
         dK.add_(dKb.mul_(bb))
         dV = dVb.mul_(bb)
-        return dQ, dK, dV, db, dg, (dS if ctx.has_s0 else None)
+        return dQ, dK, dV, db, dg, (dstates[0] if ctx.has_s0 else None)
 
 
 def _log_decay_grad(Q, dQ, K, dK, kb_dKb, dG_end):
