@@ -157,7 +157,8 @@ def _from_steps(x, B, H, T):
     N, _, C = x.shape[:3]
     rest = x.shape[3:]
     x = x.reshape(N, B, H, C, *rest).movedim((0, 2), (1, 3))  # [B, N, C, H, *D]
-    return x.reshape(B, N * C, H, *rest)[:, :T]
+    x = x.reshape(B, N * C, H, *rest)
+    return x if N * C == T else x[:, :T]  # no slice (and no copy in its backward) without padding
 
 
 class _Decays(NamedTuple):
@@ -218,10 +219,11 @@ class _ChunkDeltaRule(torch.autograd.Function):
     (the chunked log-decays ``[N, BH, C]``) or None (the plain delta rule, which then runs exactly the decay-free
     code).
 
-    Memory: saves the chunked inputs, A, W, the masked intra-chunk scores M, the new values and one state per
-    chunk (with g, also its decays: one C x C matrix per chunk, like A); W and M are kept rather than recomputed
-    in the backward (two batched products fewer). The sequential loops write each chunk's new values and states
-    straight into their slots (``out=``), so they copy nothing."""
+    Memory: saves the chunked inputs, A, W, U, the masked intra-chunk scores M, the new values and one state
+    per chunk (with g, also its decays: one C x C matrix per chunk, like A); W, U and M are kept rather than
+    recomputed in the backward (W and M: two batched products fewer; U: the grad wrt L comes from products the
+    backward has anyway, instead of four more). The sequential loops update each chunk's new values and states
+    in place in their slots, so they copy nothing but the running state."""
 
     @staticmethod
     def forward(ctx, Q, K, V, b, g, s0):
@@ -240,51 +242,51 @@ class _ChunkDeltaRule(torch.autograd.Function):
             states[0].zero_()
         else:
             states[0].copy_(s0)
-        vnew = torch.empty_like(U)
+        vnew = U.clone()  # becomes U - W S chunk by chunk, in place
         Kt_end = Kt if g is None else _rows(K, d.last).transpose(-1, -2)  # each step's write at the chunk's end
         for n in range(N):
-            torch.baddbmm(U[n], W[n], states[n], alpha=-1, out=vnew[n])
+            vnew[n].baddbmm_(W[n], states[n], alpha=-1)
             if g is None:
                 torch.baddbmm(states[n], Kt_end[n], vnew[n], out=states[n + 1])
             else:
                 torch.mul(states[n], d.whole[n, :, None, None], out=states[n + 1]).baddbmm_(Kt_end[n], vnew[n])
-        del U
         O = M @ vnew  # intra-chunk part
         _flat(O).baddbmm_(_flat(_rows(Q, d.first)), _flat(states[:N]))  # + Q S: the state entering the chunk
-        ctx.save_for_backward(Q, K, V, b, g, A, W, M, vnew, states)
+        ctx.save_for_backward(Q, K, V, b, g, A, W, U, M, vnew, states)
         ctx.has_s0, ctx.decays = s0 is not None, d
         return O, states[N].clone()
 
     @staticmethod
     @autocast_off
     def backward(ctx, dO, dS):
-        Q, K, V, b, g, A, W, M, vnew, states = ctx.saved_tensors
+        Q, K, V, b, g, A, W, U, M, vnew, states = ctx.saved_tensors
         N, BH, C, Dk = K.shape
         Dv = V.shape[-1]
         d = ctx.decays
         want_g = g is not None and ctx.needs_input_grad[4]
         bb = b[..., None]
         dO = dO.contiguous()
-        dstates = K.new_empty(N + 1, BH, Dk, Dv)  # dstates[n]: grad wrt the state entering chunk n (N: the final)
+        dvnew = M.transpose(-1, -2) @ dO  # [N, BH, C, Dv]: its intra-chunk part (the loop adds the rest in place)
+        del M
+        dO_first = _rows(dO, d.first)  # the reads of the entering state, decayed
+        # dstates[n]: grad wrt the state entering chunk n (dstates[N]: the final one); starts as what the reads of
+        # the entering state add to it, and the loop adds the rest in place
+        dstates = K.new_empty(N + 1, BH, Dk, Dv)
+        torch.bmm(_flat(Q).transpose(-1, -2), _flat(dO_first), out=_flat(dstates[:N]))
         if dS is None:
             dstates[N].zero_()
         else:
             dstates[N].copy_(dS)
-        P = M.transpose(-1, -2) @ dO  # [N, BH, C, Dv]: intra-chunk part of dV_new
-        del M
-        dO_first = _rows(dO, d.first)  # the reads of the entering state, decayed
-        G = Q.transpose(-1, -2) @ dO_first  # [N, BH, Dk, Dv]: what the reads add to dS
         K_end = _rows(K, d.last)
         Wt = W.transpose(-1, -2)
-        dvnew = torch.empty_like(vnew)
         for n in range(N - 1, -1, -1):
-            torch.baddbmm(P[n], K_end[n], dstates[n + 1], out=dvnew[n])
+            dvnew[n].baddbmm_(K_end[n], dstates[n + 1])
             if g is None:
-                G[n].add_(dstates[n + 1])
+                dstates[n].add_(dstates[n + 1])
             else:
-                G[n].addcmul_(dstates[n + 1], d.whole[n, :, None, None])
-            torch.baddbmm(G[n], Wt[n], dvnew[n], alpha=-1, out=dstates[n])
-        del P, G, Wt, W
+                dstates[n].addcmul_(dstates[n + 1], d.whole[n, :, None, None])
+            dstates[n].baddbmm_(Wt[n], dvnew[n], alpha=-1)
+        del Wt
         dnext = dstates[1:]  # grad wrt the state leaving each chunk
         st = _flat(states[:N]).transpose(-1, -2)
         dM = _decayed((dO @ vnew.transpose(-1, -2)).tril_(), d.pair)  # [N, BH, C, C]
@@ -297,25 +299,23 @@ class _ChunkDeltaRule(torch.autograd.Function):
         dG_end = (dnext * states[1:]).sum((-2, -1)) if want_g else None
         dW = dvnew @ states[:N].transpose(-1, -2)  # minus the grad wrt W = A Kb_first
         At = A.transpose(-1, -2)
-        Kb = K * bb
-        Kb_first = _rows(Kb, d.first)
-        dKb = _rows_((At @ dW).neg_(), d.first)
-        dA = dW @ Kb_first.transpose(-1, -2)  # minus the W part of dA
-        del dW, Kb_first
-        Vb = V * bb
-        _flat(dA).baddbmm_(_flat(dvnew), _flat(Vb).transpose(-1, -2), alpha=-1)
-        del Vb
+        AdW = At @ dW  # minus the grad wrt Kb_first
+        del dW
         dVb = At @ dvnew
         del dvnew
-        dL = (At @ dA @ At).tril_(-1)  # dA holds minus the grad wrt A, so this is the grad wrt L
-        del dA
-        dL = _decayed(dL, d.pair)  # the grad wrt strict_lower(Kb K^T)
+        # The grad wrt L is -A^T dA' A^T with dA' = -(dW Kb_first^T - dvnew Vb^T) the grad wrt A, and
+        # Kb_first^T A^T = W^T, Vb^T A^T = U^T: so it is (A^T dW) W^T - (A^T dvnew) U^T, from products at hand
+        dL = AdW @ W.transpose(-1, -2)
+        _flat(dL).baddbmm_(_flat(dVb), _flat(U).transpose(-1, -2), alpha=-1)
+        dL = _decayed(dL.tril_(-1), d.pair)  # the grad wrt strict_lower(Kb K^T)
+        dKb = _rows_(AdW.neg_(), d.first)
+        Kb = K * bb
         _flat(dKb).baddbmm_(_flat(dL), _flat(K))
         _flat(dK).baddbmm_(_flat(dL).transpose(-1, -2), _flat(Kb))
         del dL
         del Kb
-        k_dKb = (dKb * K).sum(-1)
-        db = k_dKb + (dVb * V).sum(-1)
+        k_dKb = torch.linalg.vecdot(dKb, K)
+        db = k_dKb + torch.linalg.vecdot(dVb, V)
         dg = _log_decay_grad(Q, dQ, K, dK, b * k_dKb, dG_end) if want_g else None
         dK.add_(dKb.mul_(bb))
         dV = dVb.mul_(bb)
