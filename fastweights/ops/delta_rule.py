@@ -219,10 +219,9 @@ class _ChunkDeltaRule(torch.autograd.Function):
     (the chunked log-decays ``[N, BH, C]``) or None (the plain delta rule, which then runs exactly the decay-free
     code).
 
-    Memory: saves the chunked inputs, A, W, U, the masked intra-chunk scores M, the new values and one state
-    per chunk (with g, also its decays: one C x C matrix per chunk, like A); W, U and M are kept rather than
-    recomputed in the backward (W and M: two batched products fewer; U: the grad wrt L comes from products the
-    backward has anyway, instead of four more). The sequential loops update each chunk's new values and states
+    Memory: saves the chunked inputs, A, W, the masked intra-chunk scores M, the new values and one state per
+    chunk (with g, also its decays: one C x C matrix per chunk, like A); W and M are kept rather than recomputed
+    in the backward (two batched products fewer). The sequential loops update each chunk's new values and states
     in place in their slots, so they copy nothing but the running state."""
 
     @staticmethod
@@ -234,7 +233,7 @@ class _ChunkDeltaRule(torch.autograd.Function):
         A = _unit_lower_inverse(K, Kb, d.pair)
         W = A @ _rows_(Kb, d.first)  # [N, BH, C, Dk]
         del Kb
-        U = A @ (V * b[..., None])  # [N, BH, C, Dv]
+        vnew = A @ (V * b[..., None])  # [N, BH, C, Dv]: U, which becomes U - W S chunk by chunk, in place
         Kt = K.transpose(-1, -2)
         M = _decayed((Q @ Kt).tril_(), d.pair)  # the intra-chunk reads' scores
         states = K.new_empty(N + 1, BH, Dk, Dv)  # states[n]: the state entering chunk n; states[N]: the final one
@@ -242,7 +241,6 @@ class _ChunkDeltaRule(torch.autograd.Function):
             states[0].zero_()
         else:
             states[0].copy_(s0)
-        vnew = U.clone()  # becomes U - W S chunk by chunk, in place
         Kt_end = Kt if g is None else _rows(K, d.last).transpose(-1, -2)  # each step's write at the chunk's end
         for n in range(N):
             vnew[n].baddbmm_(W[n], states[n], alpha=-1)
@@ -252,14 +250,14 @@ class _ChunkDeltaRule(torch.autograd.Function):
                 torch.mul(states[n], d.whole[n, :, None, None], out=states[n + 1]).baddbmm_(Kt_end[n], vnew[n])
         O = M @ vnew  # intra-chunk part
         _flat(O).baddbmm_(_flat(_rows(Q, d.first)), _flat(states[:N]))  # + Q S: the state entering the chunk
-        ctx.save_for_backward(Q, K, V, b, g, A, W, U, M, vnew, states)
+        ctx.save_for_backward(Q, K, V, b, g, A, W, M, vnew, states)
         ctx.has_s0, ctx.decays = s0 is not None, d
         return O, states[N].clone()
 
     @staticmethod
     @autocast_off
     def backward(ctx, dO, dS):
-        Q, K, V, b, g, A, W, U, M, vnew, states = ctx.saved_tensors
+        Q, K, V, b, g, A, W, M, vnew, states = ctx.saved_tensors
         N, BH, C, Dk = K.shape
         Dv = V.shape[-1]
         d = ctx.decays
@@ -297,22 +295,17 @@ class _ChunkDeltaRule(torch.autograd.Function):
         _flat(dK).baddbmm_(_flat(_rows(vnew, d.last)), _flat(dnext).transpose(-1, -2))
         # <S_out, dS_out> per chunk, S_out the next chunk's entering state (see _log_decay_grad)
         dG_end = (dnext * states[1:]).sum((-2, -1)) if want_g else None
-        dW = dvnew @ states[:N].transpose(-1, -2)  # minus the grad wrt W = A Kb_first
-        At = A.transpose(-1, -2)
-        AdW = At @ dW  # minus the grad wrt Kb_first
-        del dW
-        dVb = At @ dvnew
-        del dvnew
-        # The grad wrt L is -A^T dA' A^T with dA' = -(dW Kb_first^T - dvnew Vb^T) the grad wrt A, and
-        # Kb_first^T A^T = W^T, Vb^T A^T = U^T: so it is (A^T dW) W^T - (A^T dvnew) U^T, from products at hand
-        dL = AdW @ W.transpose(-1, -2)
-        _flat(dL).baddbmm_(_flat(dVb), _flat(U).transpose(-1, -2), alpha=-1)
-        dL = _decayed(dL.tril_(-1), d.pair)  # the grad wrt strict_lower(Kb K^T)
-        dKb = _rows_(AdW.neg_(), d.first)
+        # With dVb = A^T dvnew (the grad wrt Vb, as U = A Vb): W = A Kb_first gets -dvnew S^T, so Kb_first gets
+        # -A^T dvnew S^T = -dVb S^T, and A gets dA = dvnew (Vb^T - S^T Kb_first^T); L (A = (I + L)^-1) gets
+        # -A^T dA A^T = -dVb (U^T - S^T W^T) = -dVb vnew^T: both from dVb, no product with A or W left.
+        dVb = A.transpose(-1, -2) @ dvnew
+        dLn = _decayed((dVb @ vnew.transpose(-1, -2)).tril_(-1), d.pair)  # minus the grad wrt strict_lower(Kb K^T)
+        dKb = _rows_(dVb @ states[:N].transpose(-1, -2), d.first)
+        _flat(dKb).baddbmm_(_flat(dLn), _flat(K))
+        dKb.neg_()  # the grad wrt Kb
         Kb = K * bb
-        _flat(dKb).baddbmm_(_flat(dL), _flat(K))
-        _flat(dK).baddbmm_(_flat(dL).transpose(-1, -2), _flat(Kb))
-        del dL
+        _flat(dK).baddbmm_(_flat(dLn).transpose(-1, -2), _flat(Kb), alpha=-1)
+        del dLn
         del Kb
         k_dKb = torch.linalg.vecdot(dKb, K)
         db = k_dKb + torch.linalg.vecdot(dVb, V)
