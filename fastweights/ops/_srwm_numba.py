@@ -79,6 +79,22 @@ def _add_outer(M, k, u):
 
 
 @njit_dot
+def _add_outer_read(M, k, u, v, out):
+    """``M += k u^T``, then ``out = M^T v`` in the same pass over M (v is the next step's input, known in
+    advance): one pass instead of two, the sums in the same order as :func:`_read`'s."""
+    N = M.shape[1]
+    for n in range(N):
+        out[n] = 0.0
+    for i in range(M.shape[0]):
+        ki = k[i]
+        vi = v[i]
+        for n in range(N):
+            m = M[i, n] + ki * u[n]
+            M[i, n] = m
+            out[n] += vi * m
+
+
+@njit_dot
 def _undo_and_grad_update(M, G, k, u, du, dk):
     """Backward of ``M_t = M_{t-1} + k u^T`` with G the gradient wrt M_t (kept: it is also the gradient wrt
     M_{t-1} through the identity): ``du = G^T k``, ``dk = G u``; and the undo ``M <- M - k u^T``."""
@@ -121,10 +137,12 @@ def _srwm_fwd_one(b, h, x, M0, Y, Q, K, Bt, Dd, MT, Ms):
     a = np.empty(N, dtype=x.dtype)
     p = np.empty(D, dtype=x.dtype)
     u = np.empty(N, dtype=x.dtype)
+    if T > 0:
+        _read(M, x[b, 0, h], a)
     for t in range(T):
         if t % CHECKPOINT == 0:
             _copy(M, Ms[b, h, t // CHECKPOINT])
-        _read(M, x[b, t, h], a)
+        # a = M_{t-1}^T x_t: the previous step's update computed it (or the read above, at t = 0)
         y, q, k, bt, d = Y[b, t, h], Q[b, t, h], K[b, t, h], Bt[b, t, h], Dd[b, t, h]
         for j in range(D):
             y[j] = a[j]
@@ -136,7 +154,10 @@ def _srwm_fwd_one(b, h, x, M0, Y, Q, K, Bt, Dd, MT, Ms):
             p[j] = q[j] - k[j]
         _read(M, p, d)
         _rates(bt, d, u, D)
-        _add_outer(M, k, u)
+        if t + 1 < T:
+            _add_outer_read(M, k, u, x[b, t + 1, h], a)  # and the next step's a = M_t^T x_{t+1}
+        else:
+            _add_outer(M, k, u)
     _copy(M, MT[b, h])
 
 
