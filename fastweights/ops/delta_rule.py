@@ -15,8 +15,10 @@ Three paths:
         W = A diag(beta) K,                   U = A diag(beta) V          (parallel over all chunks)
         V_new = U - W S,   S <- S + K^T V_new                             (sequential over chunks)
         O = Q S + tril(Q K^T) V_new                                       (parallel over all chunks)
-    The backward stores only the states entering each chunk (T/C matrices per head) and runs the same
-    split: one short sequential loop over chunks, everything else batched.
+    The backward keeps the states entering each chunk (T/C matrices per head), W and tril(Q K^T) and runs the
+    same split: one short sequential loop over chunks, everything else batched. With dU = A^T dV_new (the grad
+    wrt diag(beta) V), W's part of the grad wrt diag(beta) K is -dU S^T and the grad wrt L is -dU V_new^T
+    (as V_new = U - W S): no product with A or W beyond dU.
 
 The same chunkwise path runs the gated delta rule (:mod:`fastweights.ops.gated_delta_rule`: S is decayed by
 a_t = exp(g_t) before step t). With Gam[t, s] = a_{s+1}...a_t, gam[t] = a_0...a_t, rho[s] = a_{s+1}...a_{C-1}
