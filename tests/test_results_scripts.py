@@ -47,6 +47,9 @@ NOT_RUN = {
     "atari/scripts/learn.sh": "trains IMPALA on Atari games for 3M frames each",
     "wikitext103/scripts/run_all.sh": "trains every model on WikiText-103 for 5 CPU-minutes",
     "wikitext103/scripts/run_carry.sh": "trains the carried-state Delta RNN on WikiText-103 for 5 CPU-minutes",
+    "algorithmic/scripts/converged.sh": "trains each model to its plateau or 20,000 steps",
+    "algorithmic/scripts/converged_cost.py": "times training steps of every model at three sizes (minutes)",
+    "speed/scripts/learning.sh": "trains five models x two precisions x two seeds for 500 ListOps steps",
 }
 
 
@@ -104,6 +107,12 @@ JOBS: dict[str, Job] = {
            "--out", "{tmp}/mem"),
         py("atari/scripts/rms_vs_eps.py", "{tmp}/mem"),
         py("atari/scripts/features.py", "{tmp}/mem")], stdout=["have sqrt(v) < eps", "dead units"], cpu=14),
+    # formal languages: the study's plan (no training) and its tables from the committed records
+    "formal/study.py": Job([py("formal/scripts/study.py", "{tmp}/runs", "--dry-run")],
+                           stdout=["runs to do"], cpu=0.1),
+    "formal/report.py": Job([py("formal/scripts/report.py", "--out", "{tmp}")],
+                            outputs=["tables.md", "records/study.json", "figures/accuracy.png"],
+                            stdout=["| rdn |"], cpu=2),
     # wikitext103
     "wikitext103/collect.py": Job([
         py("wikitext103/scripts/collect.py", "--out", "{tmp}", "--data", WT_DATA, "--cache-dir", "{tmp}/cache")],
@@ -203,7 +212,8 @@ def test_shell_script_syntax(script):
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-@pytest.mark.parametrize("script", ["algorithmic/scripts/sweep.sh", "atari/scripts/learn.sh"])
+@pytest.mark.parametrize("script", ["algorithmic/scripts/sweep.sh", "atari/scripts/learn.sh",
+                                    "algorithmic/scripts/converged.sh", "speed/scripts/learning.sh"])
 def test_shell_script_usage(script):
     """Without arguments the training scripts stop at their usage line, before running anything."""
     proc = subprocess.run(["bash", str(RESULTS / script)], capture_output=True, text=True, timeout=30)

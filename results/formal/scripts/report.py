@@ -1,9 +1,10 @@
 """Tables and figure of results/formal.md from the study's run records (results/formal/records/runs).
 
-    python results/formal/scripts/report.py
+    python results/formal/scripts/report.py [--out DIR]
 
 Writes results/formal/records/study.json (one row per run), results/formal/figures/accuracy.png and the tables
-between the ``<!-- tables:begin -->`` and ``<!-- tables:end -->`` markers of results/formal.md. Accuracies are
+between the ``<!-- tables:begin -->`` and ``<!-- tables:end -->`` markers of results/formal.md; with ``--out DIR``
+writes DIR/records/study.json, DIR/figures/accuracy.png and DIR/tables.md instead (results/ untouched). Accuracies are
 of each run's best checkpoint (the run's own choice: the highest mean of the valid and the long-split string
 accuracy), on the valid split (lengths of training, 1-50) and on the long split (51-100; n for counter-2/3).
 """
@@ -143,11 +144,21 @@ def figure(data: dict, png: Path) -> None:
     plt.close(fig)
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, help="write here instead of into results/")
+    args = p.parse_args(argv)
+    out = args.out or ROOT
     data = collect()
-    (ROOT / "records").mkdir(exist_ok=True)
-    (ROOT / "records" / "study.json").write_text(json.dumps(data["rows"], indent=1) + "\n")
-    figure(data, ROOT / "figures" / "accuracy.png")
+    (out / "records").mkdir(parents=True, exist_ok=True)
+    (out / "records" / "study.json").write_text(json.dumps(data["rows"], indent=1) + "\n")
+    figure(data, out / "figures" / "accuracy.png")
+    if args.out is not None:
+        (out / "tables.md").write_text(tables(data) + "\n")
+        print(tables(data))
+        return 0
     text = DOC.read_text()
     begin, end = "<!-- tables:begin -->", "<!-- tables:end -->"
     if begin in text and end in text:

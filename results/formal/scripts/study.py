@@ -114,6 +114,7 @@ def main(argv=None) -> int:
         if not (data / "meta.json").exists() and not args.dry_run:
             subprocess.run([fw, "data", "formal", "--language", lang, "--out", str(data)], check=True)
     phases = ["1", "2"] if args.phase == "all" else [args.phase]
+    todo = 0
     for phase in phases:  # phase 2's learning rates are known only once phase 1 is done
         for k, run in enumerate(plan(args.runs, phase)):
             if k % n != i:
@@ -125,6 +126,7 @@ def main(argv=None) -> int:
             if finished(RECORDS / out.name):  # finished on another machine: its records are committed
                 continue
             cmd = command(fw, args.runs, *run)
+            todo += 1
             if args.dry_run:
                 print(" ".join(cmd))
                 continue
@@ -136,6 +138,8 @@ def main(argv=None) -> int:
                 keep_records(out)
             else:
                 print(f"[study] {out.name} ended with code {rc}, not completed", file=sys.stderr, flush=True)
+    if args.dry_run:
+        print(f"{todo} runs to do (phase 2 lists only the (model, language) pairs whose grid is finished)")
     return 0
 
 
