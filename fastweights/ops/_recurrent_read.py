@@ -83,12 +83,7 @@ def _write_read(R, k, v, beta, p, u, a, old):
     """One delta-rule write then read, in place: ``R_{t-1} -> R_t``; ``u = beta (v - R_{t-1}^T k)``;
     ``a += R_t^T p``. ``old`` is scratch of size D."""
     D = R.shape[0]
-    for j in range(D):
-        old[j] = 0.0
-    for i in range(D):
-        ki = k[i]
-        for j in range(D):
-            old[j] += ki * R[i, j]
+    _keys_read(R, k, old)
     for j in range(D):
         u[j] = beta * (v[j] - old[j])
     for i in range(D):
