@@ -9,7 +9,7 @@ accuracy of the valid and the long split, then the lower mean loss; ties go to t
 most STEPS steps (validation every EVAL steps), stopping early once both splits are at 100%. Finished runs are
 skipped (also when only their committed records are here, e.g. on another machine) and interrupted ones
 resumed, so the script can be re-run until everything is done; ``--worker I/N``
-takes every N-th run (start N copies side by side, one per core). Each finished run's records (config,
+takes the runs whose name hashes to I (start N copies side by side, one per core). Each finished run's records (config,
 metrics, summary; not its checkpoints) are copied to results/formal/records/runs/NAME.
 
 Environment: FW (the fastweights command, default ``fastweights``).
@@ -18,6 +18,7 @@ Environment: FW (the fastweights command, default ``fastweights``).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -63,18 +64,24 @@ def chosen_lr(runs: Path, model: str, language: str) -> str | None:
     return max(results)[2]
 
 
-def plan(runs: Path, phase: str) -> list[tuple]:
-    """(model, language, lr, seed) of every run of the phase, parity first, languages outermost."""
+def plan(runs: Path, phase: str, languages=LANGUAGES) -> list[tuple]:
+    """(model, language, lr, seed) of every run of the phase for ``languages`` (phase 2: of the pairs whose grid
+    is finished)."""
     todo = []
     if phase in ("1", "all"):
-        todo += [(m, lang, lr, 0) for lang in LANGUAGES for m in MODELS for lr in LRS]
+        todo += [(m, lang, lr, 0) for lang in languages for m in MODELS for lr in LRS]
     if phase in ("2", "all"):
-        for lang in LANGUAGES:
+        for lang in languages:
             for m in MODELS:
                 lr = chosen_lr(runs, m, lang)
                 if lr is not None:
                     todo += [(m, lang, lr, s) for s in SEEDS[1:]]
     return todo
+
+
+def mine(run: tuple, i: int, n: int) -> bool:
+    """Worker ``i`` of ``n`` takes the runs whose name hashes to ``i``: a stable split, whatever the plan's order."""
+    return int(hashlib.sha1(name(*run).encode()).hexdigest(), 16) % n == i
 
 
 def command(fw: str, runs: Path, model: str, language: str, lr: str, seed: int) -> list[str]:
@@ -98,7 +105,7 @@ def keep_records(run: Path) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", type=Path)
-    p.add_argument("--worker", default="0/1", help="I/N: take runs I, I+N, I+2N, ... (default 0/1)")
+    p.add_argument("--worker", default="0/1", help="I/N: take the runs whose name hashes to I modulo N (default 0/1)")
     p.add_argument("--phase", choices=("1", "2", "all"), default="all")
     p.add_argument("--dry-run", action="store_true", help="print the commands of the runs still to do")
     args = p.parse_args(argv)
@@ -113,12 +120,18 @@ def main(argv=None) -> int:
         data = args.runs / "data" / lang
         if not (data / "meta.json").exists() and not args.dry_run:
             subprocess.run([fw, "data", "formal", "--language", lang, "--out", str(data)], check=True)
-    phases = ["1", "2"] if args.phase == "all" else [args.phase]
-    todo = 0
-    for phase in phases:  # phase 2's learning rates are known only once phase 1 is done
-        for k, run in enumerate(plan(args.runs, phase)):
-            if k % n != i:
+    # Language by language (parity first): its grid, then its further seeds, so that finished languages have all
+    # their seeds early; then one more pass over phase 2 for the pairs whose grid the other workers finished later.
+    if args.phase == "all":
+        passes = [(ph, [lang]) for lang in LANGUAGES for ph in ("1", "2")] + [("2", LANGUAGES)]
+    else:
+        passes = [(args.phase, LANGUAGES)]
+    todo, seen = 0, set()
+    for phase, languages in passes:
+        for run in plan(args.runs, phase, languages):
+            if not mine(run, i, n) or run in seen:
                 continue
+            seen.add(run)
             out = args.runs / name(*run)
             if finished(out):
                 keep_records(out)
