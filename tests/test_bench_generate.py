@@ -4,7 +4,7 @@ as the baseline so the ratio columns are exercised, and its one-line errors."""
 import json
 from pathlib import Path
 
-from .helpers import cli_subprocess
+from .helpers import cli_in_process, cli_subprocess
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,10 +30,10 @@ def test_bench_generate_rows_and_baseline_ratios(tmp_path):
     assert data["machine"]["cpu"] and data["baseline"] == str(REPO)
 
 
-def test_bench_generate_errors_are_one_line(tmp_path):
+def test_bench_generate_errors_are_one_line(tmp_path, capsys):
     for argv, flag in (([], "--models"),
                        (["--models", "deltanet", "--vocab", "1"], "--vocab"),
                        (["--models", "deltanet", "--baseline", str(tmp_path)], "--baseline"),
                        (["--models", "deltanet", "--contexts", "0"], "--contexts")):
-        r = cli_subprocess("bench", "generate", *argv, timeout=120)
+        r = cli_in_process(capsys, "bench", "generate", *argv)
         assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and flag in r.stderr, (argv, r.stderr)

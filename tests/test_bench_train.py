@@ -4,7 +4,7 @@ baseline so the ratio columns are exercised."""
 import json
 from pathlib import Path
 
-from .helpers import cli_subprocess
+from .helpers import cli_in_process, cli_subprocess
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,9 +50,9 @@ def test_bench_train_formal_language_rows(tmp_path, monkeypatch):
         assert row["ms_per_step"] > 0 and row["tokens_per_s"] > 0
 
 
-def test_bench_train_language_errors_are_one_line():
+def test_bench_train_language_errors_are_one_line(capsys):
     for argv, flag in ((["--task", "listops", "--language", "dyck-1"], "--language"),
                        (["--task", "formal", "--language", "klingon"], "--language"),
                        (["--task", "formal", "--baseline", str(REPO)], "--baseline")):
-        r = cli_subprocess("bench", "train", *argv, timeout=120)
+        r = cli_in_process(capsys, "bench", "train", *argv)
         assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and flag in r.stderr, (argv, r.stderr)
