@@ -126,12 +126,6 @@ def _one_line(e: Exception) -> str:
 
 # ------------------------------------------------------------------------------------------ the driver
 
-def _run_worker(spec: dict, tree: str | None) -> dict:
-    from .workers import run_in_tree  # the driver's side only: a worker may run under an older tree
-
-    return run_in_tree(__file__, spec, tree)
-
-
 def sources_of(run_dirs: list, models: list, preset: str = "tiny", vocab: int = WIKITEXT103_VOCAB) -> dict:
     """The cases' models by row name: each run directory, then each layer at ``preset`` with ``vocab`` words."""
     out = {str(r): {"run_dir": os.path.abspath(r)} for r in run_dirs}
@@ -147,21 +141,18 @@ def run_bench(sources: dict, contexts: list, precisions: list, tokens: int = 128
     alternating worker processes per code (``repeats`` calls of ``tokens`` words per case each)."""
     spec = {"sources": sources, "contexts": contexts, "precisions": precisions, "tokens": tokens,
             "repeats": repeats, "threads": threads, "top_k": top_k, "seed": seed}
-    trees = [("current", None)] + ([("baseline", baseline)] if baseline else [])
+    from .workers import alternating_rounds  # the driver's side only: a worker may run under an older tree
+
     merged: dict = {}
-    for r in range(rounds):
-        for label, tree in trees:
-            if progress:
-                progress(f"round {r + 1}/{rounds}: {label} code")
-            for key, res in _run_worker(spec, tree).items():
-                entry = merged.setdefault((label, key), {"seconds": [], "cpu_seconds": [], "params": None,
-                                                         "error": None})
-                if "error" in res:
-                    entry["error"] = res["error"]
-                    continue
-                entry["seconds"] += res["seconds"]
-                entry["cpu_seconds"] += res["cpu_seconds"]
-                entry["params"] = res["params"]
+    for label, key, res in alternating_rounds(__file__, spec, rounds, baseline, progress):
+        entry = merged.setdefault((label, key), {"seconds": [], "cpu_seconds": [], "params": None,
+                                                 "error": None})
+        if "error" in res:
+            entry["error"] = res["error"]
+            continue
+        entry["seconds"] += res["seconds"]
+        entry["cpu_seconds"] += res["cpu_seconds"]
+        entry["params"] = res["params"]
     rows = []
     for (label, key), e in merged.items():
         name, precision, ctx = key.rsplit("|", 2)

@@ -151,12 +151,6 @@ def worker(spec: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------ the driver
 
-def _run_worker(spec: dict, tree: str | None) -> dict:
-    from .workers import run_in_tree  # the driver's side only: a worker may run under an older tree
-
-    return run_in_tree(__file__, spec, tree)
-
-
 def run_bench(task: str, models: list, precisions: list, steps: int = 10, warmup: int = 2, rounds: int = 2,
               threads: int = 2, batch_size: int | None = 64, seed: int = 0, size: dict | None = None,
               train_examples: int = 2000, baseline: str | None = None, progress=None,
@@ -172,22 +166,19 @@ def run_bench(task: str, models: list, precisions: list, steps: int = 10, warmup
     spec = {"task": task, "models": models, "precisions": precisions, "steps": steps, "warmup": warmup,
             "threads": threads, "batch_size": batch_size, "seed": seed, "size": size or {},
             "sizes": [train_examples, 16, 16], "language": language}
-    trees = [("current", None)] + ([("baseline", baseline)] if baseline else [])
+    from .workers import alternating_rounds  # the driver's side only: a worker may run under an older tree
+
     merged: dict = {}
-    for r in range(rounds):
-        for label, tree in trees:
-            if progress:
-                progress(f"round {r + 1}/{rounds}: {label} code")
-            for name, res in _run_worker(spec, tree).items():
-                entry = merged.setdefault((label, name), {"seconds": [], "tokens": [], "params": None, "error": None,
-                                                          "batch_size": batch_size})
-                if "error" in res:
-                    entry["error"] = res["error"]
-                    continue
-                entry["seconds"] += res["seconds"]
-                entry["tokens"] += res["tokens"]
-                entry["params"] = res["params"]
-                entry["batch_size"] = res.get("batch_size", entry["batch_size"])
+    for label, name, res in alternating_rounds(__file__, spec, rounds, baseline, progress):
+        entry = merged.setdefault((label, name), {"seconds": [], "tokens": [], "params": None, "error": None,
+                                                  "batch_size": batch_size})
+        if "error" in res:
+            entry["error"] = res["error"]
+            continue
+        entry["seconds"] += res["seconds"]
+        entry["tokens"] += res["tokens"]
+        entry["params"] = res["params"]
+        entry["batch_size"] = res.get("batch_size", entry["batch_size"])
     torch.set_num_threads(threads)
     peak = matmul_speed("cpu")
     rows = []

@@ -27,3 +27,16 @@ def run_in_tree(script: str, spec: dict, tree: str | None) -> dict:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"bench worker ({'baseline ' + tree if tree else 'this code'}) failed: {tail}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def alternating_rounds(script: str, spec: dict, rounds: int, baseline: str | None = None, progress=None):
+    """Yields ``(label, key, result)`` for every case of every worker: ``rounds`` rounds, each one worker of this
+    code ("current") then, with ``baseline``, one of the baseline tree's ("baseline"), so both are measured
+    side by side. ``progress``: called with a line before each worker."""
+    trees = [("current", None)] + ([("baseline", baseline)] if baseline else [])
+    for r in range(rounds):
+        for label, tree in trees:
+            if progress:
+                progress(f"round {r + 1}/{rounds}: {label} code")
+            for key, res in run_in_tree(script, spec, tree).items():
+                yield label, key, res
