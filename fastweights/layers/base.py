@@ -12,6 +12,11 @@ A mixer maps ``x [B, T, d_model]`` to ``y [B, T, d_model]`` and carries a state 
   gives the same outputs.
 * Layers are causal: the output at t depends only on inputs up to t (so right-padding never changes
   the outputs at valid positions).
+* Optionally ``y, state = layer(x, state, keep=mask)`` (``mask`` [B, T] bool): y is ``[N, d_model]``, the
+  kept positions' outputs in row-major order (``y[mask]`` of the full call), with the full call's state. A
+  layer takes ``keep`` when it can skip work at the other positions (the fast-weight layers apply W_o, the
+  transformer its queries, attention and W_o, at the kept positions only); the block
+  (``models.blocks.Block``) indexes the full output of the others.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ Both follow the mixer interface of :mod:`fastweights.layers.base`::
   query attends to itself and the ``W - 1`` tokens before it, and the cache keeps only those ``W - 1``
   tokens (memory constant in context length); without it the cache grows by one entry per token.
   The layer adds no positions: the model adds sinusoidal position encodings (``pos_encoding``).
+  ``layer(x, state, keep=mask)`` ([B, T] bool) returns only the kept positions' outputs, ``[N, d_model]`` in
+  row-major order: from a fresh start without a window, the queries, the attention and W_o run at those
+  positions only (keys and values still at every position); otherwise the full output is indexed.
 * ``lstm``: ``torch.nn.LSTM`` with input and hidden size d_model; state ``(h [B, d_model],
   c [B, d_model])``, zero = fresh start. ``num_heads`` and ``head_dim`` do not apply to it (accepted so
   that every layer can be built from the same config, then ignored).
@@ -88,14 +91,39 @@ class SoftmaxAttention(nn.Module):
     def extra_repr(self) -> str:
         return f"heads={self.num_heads}, head_dim={self.head_dim}, window={self.window}"
 
-    def forward(self, x: torch.Tensor, state=None):
+    def forward(self, x: torch.Tensor, state=None, keep=None):
+        """``keep`` ([B, T] bool, optional): return ``[N, d_model]``, the kept positions' outputs in row-major
+        order (``y[keep]`` of the full call); the state is the full call's."""
         B, T, _ = x.shape
         H, D = self.num_heads, self.head_dim
+        if keep is not None and state is None and self.window is None:
+            return self._kept_queries(x, keep)
         q, k, v = self.qkv(x).view(B, T, 3, H, D).unbind(2)  # each [B, T, H, D]
         # the cache keeps the projections' dtype (bfloat16 under autocast): it only stores them, no sums
         cache = empty_kv_cache(k, 0, H, D) if state is None else state
         o, state = cached_attention(q, k, v, cache, self.window)
-        return self.out(o.reshape(B, T, H * D)), state
+        y = self.out(o.reshape(B, T, H * D))
+        return (y if keep is None else y[keep]), state
+
+    def _kept_queries(self, x: torch.Tensor, keep: torch.Tensor):
+        """A fresh start's attention for the kept queries only. The N kept queries are packed into
+        ``[B, Kmax]`` slots (Kmax = the most kept positions of a row), each attending causally to its row's keys
+        up to its own position; empty slots attend to position 0 and are dropped."""
+        B, T, _ = x.shape
+        H, D, inner = self.num_heads, self.head_dim, self.num_heads * self.head_dim
+        w_q, w_kv = self.qkv.weight.split([inner, 2 * inner])
+        k, v = F.linear(x, w_kv).view(B, T, 2, H, D).unbind(2)  # [B, T, H, D] each
+        rows, pos = keep.nonzero(as_tuple=True)  # row-major, as x[keep]
+        counts = keep.sum(1)
+        slots = torch.arange(rows.shape[0], device=x.device) - (counts.cumsum(0) - counts)[rows]
+        width = int(counts.max()) if rows.numel() else 0
+        q = x.new_zeros(B, width, H, D, dtype=k.dtype).index_put((rows, slots), F.linear(x[keep], w_q).view(-1, H, D))
+        q_pos = torch.zeros(B, width, dtype=torch.long, device=x.device).index_put((rows, slots), pos)
+        mask = torch.arange(T, device=x.device) <= q_pos[..., None]  # [B, Kmax, T]
+        o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                           attn_mask=mask[:, None])  # [B, H, Kmax, D]
+        o = o.transpose(1, 2)[rows, slots]  # [N, H, D]
+        return self.out(o.reshape(-1, inner)), (k, v, torch.ones(B, T, dtype=torch.bool, device=x.device))
 
 
 @register("lstm")

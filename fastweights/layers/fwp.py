@@ -5,6 +5,9 @@ maps, a fast-weight op from :mod:`fastweights.ops`, and the output projection ``
 
     y, state = layer(x, state=None)      # x, y: [B, T, d_model]; state: tuple of tensors, batch first
 
+A subclass writes ``head_outputs(x, state) -> (o [B, T, H, d], final state)``; :class:`FastWeightLayer` checks the state
+and applies W_o (only at the kept positions with ``keep=``, see :mod:`fastweights.layers.base`).
+
 ``state=None`` (or an all-zero state row) is a fresh start. The state is always the op's final state,
 so one-token-at-a-time calls, two halves and the whole sequence agree. No dropout here: the block
 applies it after the mixer.
@@ -53,6 +56,7 @@ __all__ = ["LinearTransformer", "DeltaNet", "DeltaMLP", "DeltaDeltaNet", "DeltaR
 
 CHUNKED_IMPLS = ("auto", "chunk", "reference")  # ops with a chunkwise-parallel path
 FUSED_IMPLS = ("auto", "fused", "reference")  # recurrent ops with a fused step kernel
+DELTA_IMPLS = ("auto", "chunk", "fused", "reference")  # the delta rule: both
 
 
 def _check_choice(name: str, value, choices) -> str:
@@ -107,9 +111,23 @@ class FastWeightLayer(nn.Module):
             y = y.float()
         return list(y.view(B, T, self.num_heads, sum(self.sizes)).split(self.sizes, dim=-1))
 
+    def forward(self, x, state=None, keep=None):
+        """``(y [B, T, d_model], state)``: the subclass's :meth:`head_outputs` (the slow net and the op), then W_o.
+
+        ``keep`` ([B, T] bool, optional): y is ``[N, d_model]``, the kept positions' outputs in row-major order
+        (``y[keep]`` of the full call), and W_o runs at those positions only; the state is the full call's."""
+        o, state = self.head_outputs(x, self.check_state(state))  # o: [B, T, H, d]
+        if keep is not None:
+            o = o[keep]  # [N, H, d]
+        return self.merge(o), state
+
+    def head_outputs(self, x: torch.Tensor, state):
+        """``(o [B, T, H, d], final state tuple)`` of ``x [B, T, d_model]`` from the checked ``state``."""
+        raise NotImplementedError
+
     def merge(self, o: torch.Tensor) -> torch.Tensor:
-        """``o [B, T, H, d]`` -> ``[B, T, d_model]`` (concatenate the heads, then W_o)."""
-        return self.out_proj(o.flatten(2))
+        """``o [..., H, d]`` -> ``[..., d_model]`` (concatenate the heads, then W_o)."""
+        return self.out_proj(o.flatten(-2))
 
     def check_state(self, state):
         if state is None:
@@ -144,20 +162,21 @@ class LinearTransformer(FastWeightLayer):
         self.normalize = normalize
         self.state_len = 2 if normalize else 1
 
-    def forward(self, x, state=None):
-        state = self.check_state(state)
+    def head_outputs(self, x, state):
         q, k, v = self.project(x)  # [B, T, H, d] each
         q, k = self.phi(q), self.phi(k)  # [B, T, H, D_phi]
         init = None if state is None else (state if self.normalize else state[0])
         o, final = linear_attention(q, k, v, normalize=self.normalize, initial_state=init,
                                     output_final_state=True, impl=self.impl)  # o: [B, T, H, d]
-        return self.merge(o), (tuple(final) if self.normalize else (final,))
+        return o, (tuple(final) if self.normalize else (final,))
 
 
 @register("deltanet")
 class DeltaNet(FastWeightLayer):
     """DeltaNet: ``W_t = W_{t-1} + beta_t (v_t - W_{t-1} phi(k_t)) (x) phi(k_t)``, ``y_t = W_t phi(q_t)``,
     ``beta_t = sigmoid(w_beta x_t)``. State: ``(S [B, H, D_phi, d],)``."""
+
+    impls = DELTA_IMPLS
 
     def __init__(self, d_model, num_heads, head_dim=None, feature_map="elu1-sn", nu=None, m=None,
                  impl="auto"):
@@ -168,14 +187,13 @@ class DeltaNet(FastWeightLayer):
         self.phi = build_feature_map(feature_map, d, **fm_opts)  # sum-normalised
         self.feature_dim = feature_dim(feature_map, d, **fm_opts)
 
-    def forward(self, x, state=None):
-        state = self.check_state(state)
+    def head_outputs(self, x, state):
         q, k, v, beta = self.project(x)  # [B, T, H, d] x3, [B, T, H, 1]
         q, k = self.phi(q), self.phi(k)  # [B, T, H, D_phi]
         beta = torch.sigmoid(beta.squeeze(-1))  # [B, T, H]
         o, S = delta_rule(q, k, v, beta, initial_state=None if state is None else state[0],
                           output_final_state=True, impl=self.impl)  # o: [B, T, H, d]
-        return self.merge(o), (S,)
+        return o, (S,)
 
 
 @register("delta-mlp")
@@ -202,8 +220,7 @@ class DeltaMLP(FastWeightLayer):
         self.ln_weight = nn.Parameter(torch.ones(depth, d))  # per-block LayerNorm affine (slow) params
         self.ln_bias = nn.Parameter(torch.zeros(depth, d))
 
-    def forward(self, x, state=None):
-        state = self.check_state(state)
+    def head_outputs(self, x, state):
         q, *rest = self.project(x)  # q: [B, T, H, d]
         keys, values, betas = [], [], []
         for l in range(self.depth):
@@ -213,7 +230,7 @@ class DeltaMLP(FastWeightLayer):
             betas += [torch.sigmoid(b1.squeeze(-1)), torch.sigmoid(b2.squeeze(-1))]  # [B, T, H]
         o, final = delta_mlp(q, keys, values, betas, ln_weight=self.ln_weight, ln_bias=self.ln_bias,
                              initial_state=state, output_final_state=True, impl=self.impl)  # [B, T, H, d]
-        return self.merge(o), tuple(final)
+        return o, tuple(final)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", depth={self.depth}, hidden={self.hidden}"
@@ -230,14 +247,13 @@ class DeltaDeltaNet(FastWeightLayer):
         d = head_dims(d_model, num_heads, head_dim)[2]
         super().__init__(d_model, num_heads, head_dim, impl, sizes=[d, d, 3 * d + 1, 1])  # q, k, v, beta
 
-    def forward(self, x, state=None):
-        state = self.check_state(state)
+    def head_outputs(self, x, state):
         q, k, v, beta = self.project(x)  # [B, T, H, d] x2, [B, T, H, 3d+1], [B, T, H, 1]
         q, k = elu1_sn(q), elu1_sn(k)
         beta = torch.sigmoid(beta.squeeze(-1))  # [B, T, H]
         o, final = delta_delta(q, k, v, beta, initial_state=state, output_final_state=True,
                                impl=self.impl)  # o: [B, T, H, d]
-        return self.merge(o), tuple(final)
+        return o, tuple(final)
 
 
 @register("delta-rnn")
@@ -253,15 +269,14 @@ class DeltaRNN(FastWeightLayer):
         # q, k, v, beta (feedforward delta net); rk, rv, rbeta (recurrent matrix)
         super().__init__(d_model, num_heads, head_dim, impl, sizes=[d, d, d, 1, d, d, 1])
 
-    def forward(self, x, state=None):
-        state = self.check_state(state)
+    def head_outputs(self, x, state):
         q, k, v, beta, rk, rv, rbeta = self.project(x)  # [B, T, H, d] or [B, T, H, 1]
         q, k = elu1_sn(q), elu1_sn(k)
         rk = torch.softmax(rk, dim=-1)
         beta, rbeta = torch.sigmoid(beta.squeeze(-1)), torch.sigmoid(rbeta.squeeze(-1))  # [B, T, H]
         o, final = delta_rnn(q, k, v, beta, rk, rv, rbeta, initial_state=state, output_final_state=True,
                              impl=self.impl)  # o: [B, T, H, d]
-        return self.merge(o), tuple(final)
+        return o, tuple(final)
 
 
 @register("delta-lstm")
@@ -278,8 +293,7 @@ class DeltaLSTM(FastWeightLayer):
         # per gate: q, k, v, beta, rk, rv, rbeta
         super().__init__(d_model, num_heads, head_dim, impl, sizes=[3 * s for s in (d, d, d, 1, d, d, 1)])
 
-    def forward(self, x, state=None):
-        state = self.check_state(state)
+    def head_outputs(self, x, state):
         # each [B, T, H, 3, size] with the gates stacked in dim 3 in the order (i, u, o)
         q, k, v, beta, rk, rv, rbeta = (p.unflatten(-1, (3, p.shape[-1] // 3)) for p in self.project(x))
         q, k = elu1_sn(q), elu1_sn(k)
@@ -287,7 +301,7 @@ class DeltaLSTM(FastWeightLayer):
         beta, rbeta = torch.sigmoid(beta.squeeze(-1)), torch.sigmoid(rbeta.squeeze(-1))  # [B, T, H, 3]
         o, final = delta_lstm(q, k, v, beta, rk, rv, rbeta, initial_state=state, output_final_state=True,
                               impl=self.impl)  # o = h: [B, T, H, d]
-        return self.merge(o), tuple(final)
+        return o, tuple(final)
 
 
 @register("rdn")
@@ -308,10 +322,9 @@ class RecurrentDeltaNet(FastWeightLayer):
         self.R_v = nn.Parameter(torch.randn(H, d, d) * std)
         self.r_beta = nn.Parameter(torch.randn(H, d) * std)
 
-    def forward(self, x, state=None):
-        state = self.check_state(state)
+    def head_outputs(self, x, state):
         xq, xk, xv, xbeta = self.project(x)  # pre-activations: [B, T, H, d] x3, [B, T, H, 1]
         o, final = recurrent_delta_rule(xq, xk, xv, xbeta.squeeze(-1), self.R_q, self.R_k, self.R_v,
                                         self.r_beta, initial_state=state, output_final_state=True,
                                         impl=self.impl)  # o: [B, T, H, d]
-        return self.merge(o), tuple(final)
+        return o, tuple(final)

@@ -121,8 +121,7 @@ class GatedDeltaNet(FastWeightLayer):
         # a copy (the state keeps only what it needs), float32 as every fast-weight state (lossless under autocast)
         return y, xs[:, xs.shape[1] - (self.conv_size - 1):].to(acc_dtype(x.dtype), copy=True)
 
-    def forward(self, x, state=None):
-        state = self.check_state(state)
+    def head_outputs(self, x, state):
         qkv, gate, beta, a = self.project(x)  # [B, T, H, 2d + dv], [B, T, H, dv or 0], [B, T, H, 1] x2
         S, buffer = (None, None) if state is None else (state[0], state[1] if self.use_short_conv else None)
         if self.use_short_conv:
@@ -137,7 +136,7 @@ class GatedDeltaNet(FastWeightLayer):
         o = F.rms_norm(o, (self.value_dim,), self.norm_weight, self.norm_eps)
         if self.use_gate:
             o = o * F.silu(gate)
-        return self.merge(o), ((S, buffer) if self.use_short_conv else (S,))
+        return o, ((S, buffer) if self.use_short_conv else (S,))
 
     def extra_repr(self) -> str:
         return (super().extra_repr() + f", expand_v={self.expand_v}, use_short_conv={self.use_short_conv}, "

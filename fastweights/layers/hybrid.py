@@ -81,8 +81,7 @@ class HybridQuadraticLinear(DeltaNet):
             return self.mix_weight
         return torch.sigmoid(self.mix_gate(x)).unflatten(-1, (self.num_heads, 2))  # [B, T, H, 2]
 
-    def forward(self, x, state=None):
-        state = self.check_state(state)
+    def head_outputs(self, x, state):
         q, k, v, beta = self.project(x)  # [B, T, H, d] x3, [B, T, H, 1]
         if state is None:
             S, cache = None, empty_kv_cache(x, self.window - 1, self.num_heads, self.head_dim)
@@ -93,7 +92,7 @@ class HybridQuadraticLinear(DeltaNet):
                              output_final_state=True, impl=self.impl)  # [B, T, H, d]
         a, b = self.mix_weights(x).unbind(-1)  # [B, T, H] or [H]
         o = a.unsqueeze(-1) * o_kv + b.unsqueeze(-1) * o_fw
-        return self.merge(o), (S, *cache)
+        return o, (S, *cache)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", window={self.window}, mix={self.mix!r}"

@@ -55,15 +55,14 @@ class SRWM(FastWeightLayer):
         self.W_k = nn.Parameter(torch.randn(1, H, d, d) * std)
         self.w_b = nn.Parameter(torch.randn(1, H, d, NUM_RATES) * std + self.beta_init)
 
-    def forward(self, x, state=None):
+    def head_outputs(self, x, state):
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"{self.layer_name}: x must have shape [B, T, {self.d_model}], got {tuple(x.shape)}")
-        state = self.check_state(state)
         B, T, _ = x.shape
         heads = x.reshape(B, T, self.num_heads, self.head_dim)
         y, final = srwm(heads, self.W_y, self.W_q, self.W_k, self.w_b, initial_state=state,
                         output_final_state=True, impl=self.impl)  # y: [B, T, H, d]
-        return self.merge(y), tuple(final)
+        return y, tuple(final)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", beta_init={self.beta_init}"

@@ -14,6 +14,8 @@ after the stack belongs to the owner (``norm.*``) for the same reason.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn as nn
 
@@ -38,14 +40,21 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
         self.ff = nn.Sequential(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Linear(d_ff, d_model))
         self.drop = Dropout(dropout)  # nn.Dropout's maths, a cheaper mask (layers.dropout)
+        # mixers whose forward takes ``keep`` compute the kept positions' outputs themselves (e.g. attention's
+        # queries at those positions only); the others' full outputs are indexed
+        self._mixer_keeps = "keep" in inspect.signature(self.mixer.forward).parameters
 
     def forward(self, x, state=None, keep=None):
         """``keep`` ([B, T] bool, optional): only these positions' outputs are wanted; the mixer still reads every
         position (its state is the same), the rest of the block runs on the kept positions only, and the output
         is ``[N, d_model]``, the kept positions in row-major order (what ``x[keep]`` would give)."""
-        y, state = self.mixer(self.norm1(x), state)  # [B, T, d_model]
-        if keep is not None:
-            x, y = x[keep], y[keep]  # [N, d_model]
+        if keep is not None and self._mixer_keeps:
+            y, state = self.mixer(self.norm1(x), state, keep=keep)  # [N, d_model]
+            x = x[keep]
+        else:
+            y, state = self.mixer(self.norm1(x), state)  # [B, T, d_model]
+            if keep is not None:
+                x, y = x[keep], y[keep]  # [N, d_model]
         x = x + self.drop(y)
         x = x + self.drop(self.ff(self.norm2(x)))
         return x, state

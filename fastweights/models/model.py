@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..layers.dropout import Dropout
 from ..layers.state import detach_state, reset_state
 from .blocks import BlockStack
 from .config import ModelConfig
@@ -132,7 +133,7 @@ class FWPModel(nn.Module):
                     w.normal_(0.0, d ** -0.5)
         tie_asm = self.asm if (self.asm is not None and cfg.tie_embeddings) else None
         self.embed = WordEmbedding(V, d, tie_asm)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)  # nn.Dropout's maths, a cheaper mask (layers.dropout)
         self.blocks = BlockStack(cfg.layer, d, cfg.num_layers, cfg.num_heads, cfg.d_ff, cfg.dropout, cfg.head_dim,
                                  cfg.layer_options)
         self.norm = nn.LayerNorm(d)

@@ -13,7 +13,7 @@ maps (softmax recurrent keys, sigmoid betas); the op takes them as given.
 Three paths:
   * ``reference``: a step loop, autograd through it.
   * ``step``: the same step loop, lean (:mod:`fastweights.ops._step`); ``auto`` takes it for a few steps.
-  * ``fused`` (CPU): the three z's come from ONE chunkwise delta-rule call (the gate dim folded into the
+  * ``fused`` (CPU): the three z's come from ONE fused delta-rule call (the gate dim folded into the
     heads); the recurrent part runs in a numba kernel whose backward rebuilds R_{t-1} from R_t by undoing
     the rank-one update, storing only the per-step new values, gate values, c and h.
 """
@@ -146,7 +146,7 @@ def _delta_lstm_fused(q, k, v, beta, rk, rv, rbeta, s0, r0, c0, h0, output_final
     q, k, v = (x.to(dt).reshape(B, T, H * G, -1) for x in (q, k, v))
     beta = beta.to(dt).reshape(B, T, H * G)
     S0 = None if s0 is None else s0.to(dt).reshape(B, H * G, Dk, Dv)
-    z, S = delta_rule(q, k, v, beta, initial_state=S0, output_final_state=True, impl="chunk")
+    z, S = delta_rule(q, k, v, beta, initial_state=S0, output_final_state=True, impl="fused")
     z = z.reshape(B, T, H, G, Dv)
     R0 = q.new_zeros(B, H, G, Dv, Dv) if r0 is None else r0.to(dt)
     C0 = q.new_zeros(B, H, Dv) if c0 is None else c0.to(dt)

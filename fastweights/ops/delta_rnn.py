@@ -11,7 +11,7 @@ Three paths:
   * ``reference``: a step loop, autograd through it.
   * ``step``: the same step loop, lean (:mod:`fastweights.ops._step`); ``auto`` takes it for a few steps.
   * ``fused`` (CPU): the S part ``z_t = S_t^T q_t`` is exactly a delta rule of (q, k, v, beta) and runs
-    on the chunkwise path of :func:`~fastweights.ops.delta_rule.delta_rule`; the recurrent R part runs in
+    on the delta rule's fused path (:mod:`fastweights.ops._delta_rule_fused`); the recurrent R part runs in
     a numba kernel (``prange`` over batch x head, sequential over time) whose backward rebuilds R_{t-1}
     from R_t by undoing the rank-one update, storing only the per-step new values and outputs.
 """
@@ -124,7 +124,7 @@ def _delta_rnn_fused(q, k, v, beta, rk, rv, rbeta, s0, r0, y0, output_final_stat
     dt = acc_dtype(q.dtype)
     q, k, v, beta = (x.to(dt) for x in (q, k, v, beta))
     z, S = delta_rule(q, k, v, beta, initial_state=None if s0 is None else s0.to(dt), output_final_state=True,
-                      impl="chunk")
+                      impl="fused")
     R0 = q.new_zeros(B, H, Dv, Dv) if r0 is None else r0.to(dt)
     Y0 = q.new_zeros(B, H, Dv) if y0 is None else y0.to(dt)
     Y, R = _DeltaRNNRecurrent.apply(z.contiguous(), *(x.to(dt).contiguous() for x in (rk, rv, rbeta, R0, Y0)))

@@ -4,8 +4,10 @@
     S_t = S_{t-1} + k_t u_t^T
     o_t = S_t^T q_t                           (write, then read)
 
-Three paths:
+Four paths:
   * ``reference``: a step loop, autograd through it.
+  * ``fused``: the step loop as numba CPU kernels with a hand-written backward (:mod:`._delta_rule_fused`);
+    ``auto``'s choice on the CPU, where it runs 2-4x faster than ``chunk`` (not for the gated delta rule).
   * ``step``: the same step loop, lean (:mod:`fastweights.ops._step`); ``auto`` takes it for a few steps
     (generation's one-token calls).
   * ``chunk``: the chunkwise-parallel algorithm of Yang et al. (2024), "Parallelizing Linear
@@ -33,6 +35,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from ._delta_rule_fused import FusedDeltaRule
 from ._step import delta_write, read, stack_steps
 from ._utils import (acc_dtype, autocast_float32, autocast_off, check_dtypes_and_device, check_positive_int, check_qkv,
                      check_tensor, empty_result, resolve_impl, unpack_state)
@@ -54,8 +57,8 @@ def delta_rule(q, k, v, beta, *, initial_state=None, output_final_state=False, i
             layer applies sigmoid). Keys should be normalised (the layers use sum-normalised elu+1).
         initial_state: None or ``S_0`` of shape ``[B, H, Dk, Dv]``.
         output_final_state: also return ``S_T``.
-        impl: ``"auto"`` (``"step"`` for at most ``_step.STEP_MAX_T`` steps, else ``"chunk"``), ``"chunk"``,
-            ``"step"`` or ``"reference"``.
+        impl: ``"auto"`` (``"step"`` for at most ``_step.STEP_MAX_T`` steps, else ``"fused"`` on the CPU and
+            ``"chunk"`` elsewhere), ``"fused"`` (CPU), ``"chunk"``, ``"step"`` or ``"reference"``.
         chunk_size: chunk length C of the chunkwise path.
 
     Returns:
@@ -78,8 +81,10 @@ def run_delta_rule(name, q, k, v, beta, g, initial_state, output_final_state, im
     check_positive_int("chunk_size", chunk_size)
     if g is not None and (g > 0).any():
         raise ValueError(f"g must be <= 0 (a log-decay: exp(g) <= 1), got a maximum of {g.max().item():.4g}")
-    fn = resolve_impl(name, impl, {"reference": _delta_rule_reference, "chunk": _delta_rule_chunk,
-                                   "step": _delta_rule_step}, ["chunk"], q.device, steps=T)
+    paths = {"reference": _delta_rule_reference, "chunk": _delta_rule_chunk, "step": _delta_rule_step}
+    if g is None:  # the fused kernel undoes each write in its backward, which a decay (a division) would not allow
+        paths["fused"] = _delta_rule_fused
+    fn = resolve_impl(name, impl, paths, [p for p in ("fused", "chunk") if p in paths], q.device, steps=T)
     if B == 0 or T == 0:
         o, (S,) = empty_result([t for _, t in named] + [s0], (B, T, H, Dv), v.dtype, [s0], [(B, H, Dk, Dv)])
         return o, (S if output_final_state else None)
@@ -87,6 +92,17 @@ def run_delta_rule(name, q, k, v, beta, g, initial_state, output_final_state, im
     if fn is _delta_rule_chunk:
         return fn(q, k, v, beta, s0, output_final_state, chunk_size, **decay)
     return fn(q, k, v, beta, s0, output_final_state, **decay)
+
+
+def _delta_rule_fused(q, k, v, beta, s0, output_final_state):
+    """The step recurrence as numba CPU kernels (:mod:`._delta_rule_fused`)."""
+    B, T, H, Dk = q.shape
+    Dv = v.shape[-1]
+    in_dtype = v.dtype
+    dt = acc_dtype(q.dtype)
+    s0 = q.new_zeros(B, H, Dk, Dv, dtype=dt) if s0 is None else s0.to(dt)
+    o, S = FusedDeltaRule.apply(*(x.to(dt) for x in (q, k, v, beta)), s0)
+    return o.to(in_dtype), (S if output_final_state else None)
 
 
 def _delta_rule_reference(q, k, v, beta, s0, output_final_state, g=None):

@@ -261,7 +261,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
     OpSpec("linear_attention", linear_attention, ("reference", "chunk", "step"), ("S", "z"), _make_linear_attention,
            _tol((1e-4, 1e-3), (1e-10, 1e-9)), variants={"plain": {}, "normalized": {"normalize": True}},
            chunked=True),
-    OpSpec("delta_rule", delta_rule, ("reference", "chunk", "step"), ("S",), _make_delta_rule,
+    OpSpec("delta_rule", delta_rule, ("reference", "chunk", "fused", "step"), ("S",), _make_delta_rule,
            _tol((1e-4, 1e-3), (1e-10, 1e-9)), chunked=True),
     OpSpec("gated_delta_rule", gated_delta_rule, ("reference", "chunk", "step"), ("S",), _make_gated_delta_rule,
            _tol((1e-4, 1e-3), (1e-10, 1e-9)), chunked=True),
