@@ -32,9 +32,10 @@ def run(impl, q, k, v, beta, s0=None, chunk_size=32, **kw):
 def test_chunk_matches_reference_float64_chunk_sizes(T, C):
     x = make_inputs(2, T, 2, 16, Dv=24, dtype=torch.float64)
     assert_impls_match(lambda impl, **a: run(impl, **a, chunk_size=C), x, fast="chunk", atol=1e-10, rtol=1e-9)
+    assert_impls_match(run, x, fast="fused", atol=1e-10, rtol=1e-9)
 
 
-@pytest.mark.parametrize("impl", ["reference", "chunk"])
+@pytest.mark.parametrize("impl", ["reference", "chunk", "fused"])
 def test_gradcheck_rectangular(impl):
     """D_k != D_v (the registry's gradcheck is square)."""
     x = make_inputs(1, 7, 2, 4, Dv=3, dtype=torch.float64)
@@ -50,9 +51,30 @@ def test_bfloat16_inputs_run_in_float32():
     torch.testing.assert_close(o.float(), ref, atol=2e-2, rtol=2e-2)
 
 
-def test_default_impl_is_chunk_and_no_head_size_cap():
+def test_default_impl_on_the_cpu_is_fused_and_no_head_size_cap():
     x = make_inputs(1, 20, 1, 160, Dv=130, with_state=False)
+    o_auto, s_auto = run("auto", **x)
+    o_fused, s_fused = run("fused", **x)
+    assert torch.equal(o_auto, o_fused) and torch.equal(s_auto, s_fused)
     assert_impls_match(run, x, fast="auto", atol=5e-5, rtol=1e-4)
+    assert_impls_match(run, x, fast="chunk", atol=5e-5, rtol=1e-4)
+
+
+def test_fused_long_sequence_float32_stays_close_to_float64():
+    """The fused backward rebuilds S_{t-1} = S_t - k u^T, undoing each write: over 2,000 float32 steps the
+    rounding that accumulates must stay small against the float64 reference's gradients."""
+    x = make_inputs(1, 2000, 2, 16, with_state=False)
+    lo = {n: t.detach().requires_grad_() for n, t in x.items()}
+    hi = {n: t.detach().double().requires_grad_() for n, t in x.items()}
+    o, _ = run("fused", **lo)
+    o_ref, _ = run("chunk", **hi)
+    gen = torch.Generator().manual_seed(5)
+    w = torch.randn(o.shape, generator=gen)
+    g = torch.autograd.grad((o * w).sum(), list(lo.values()))
+    g_ref = torch.autograd.grad((o_ref * w.double()).sum(), list(hi.values()))
+    torch.testing.assert_close(o.double(), o_ref, atol=1e-4, rtol=1e-4)
+    for n, a, b in zip(lo, g, g_ref):
+        torch.testing.assert_close(a.double(), b, atol=1e-3, rtol=1e-3, msg=n)
 
 
 @pytest.mark.parametrize("bad,match", [

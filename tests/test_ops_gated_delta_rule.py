@@ -13,7 +13,7 @@ from fastweights.ops.registry import OPS
 from .helpers import assert_impls_match, gradcheck_op, run_with_grads, shape_id
 
 SPEC = OPS["gated_delta_rule"]
-IMPLS = ["reference", "chunk"]
+IMPLS = ["reference", "chunk", "fused"]
 
 
 def make_inputs(B, T, H, D, dtype=torch.float64, seed=0, with_state=True):
@@ -40,6 +40,13 @@ def test_zero_decay_is_the_delta_rule_exactly(impl, B, T, H, D):
     o, states, grads = run_with_grads(run, impl, x)
     plain = {n: t for n, t in x.items() if n != "g"}
     o_plain, states_plain, grads_plain = run_with_grads(run_delta_rule, impl, plain)
+    if impl == "fused":
+        # the same forward arithmetic; the backward rebuilds the states by recomputing them (gated) or by undoing
+        # each write (plain), which round differently
+        assert torch.equal(o, o_plain) and torch.equal(states[0], states_plain[0])
+        for n in plain:
+            torch.testing.assert_close(grads[n], grads_plain[n], rtol=1e-5, atol=1e-6, msg=n)
+        return
     assert torch.equal(o, o_plain) and torch.equal(states[0], states_plain[0])
     for n in plain:
         assert torch.equal(grads[n], grads_plain[n]), n
@@ -63,7 +70,7 @@ def test_small_case_by_hand(impl, chunk_size):
     torch.testing.assert_close(S.flatten(), t(1.25, 0.0), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("impl,chunk_size", [("reference", 16), ("chunk", 16), ("chunk", 7)])
+@pytest.mark.parametrize("impl,chunk_size", [("reference", 16), ("chunk", 16), ("chunk", 7), ("fused", 16)])
 def test_minus_infinity_forgets_the_past(impl, chunk_size):
     """g_t0 = -inf: from step t0 on, outputs and the final state are those of a fresh start at t0 (whatever the
     earlier inputs and the initial state), and no gradient reaches what came before t0 (g's own included)."""
@@ -91,20 +98,29 @@ def test_chunk_matches_reference_when_strong_and_weak_decays_mix():
     g = torch.where(strong, -60.0, -1e-3).double()
     o_ref, S_ref = run("reference", **{**x, "g": g}, chunk_size=32)
     lo = {n: t.detach().float() for n, t in {**x, "g": g}.items()}
-    o, S = run("chunk", **lo, chunk_size=32)
-    torch.testing.assert_close(o.double(), o_ref, atol=2e-5, rtol=1e-4)
-    torch.testing.assert_close(S.double(), S_ref, atol=2e-5, rtol=1e-4)
+    for impl in ("chunk", "fused"):
+        o, S = run(impl, **lo, chunk_size=32)
+        torch.testing.assert_close(o.double(), o_ref, atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(S.double(), S_ref, atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("T,C", [(1, 32), (63, 16), (100, 32), (37, 8)],
                          ids=[shape_id(T=t, C=c) for t, c in [(1, 32), (63, 16), (100, 32), (37, 8)]])
-def test_chunk_matches_reference_rectangular(T, C):
-    """D_k = 16, D_v = 24 (the registry's cases are square) at several chunk sizes."""
+def test_chunk_and_fused_match_reference_rectangular(T, C):
+    """D_k = 16, D_v = 24 (the registry's cases are square) at several chunk sizes; the fused path (whose backward
+    recomputes states in segments of 16 steps) at the same T."""
     x = make_inputs(2, T, 2, 16)
     gen = torch.Generator().manual_seed(1)
     x["v"] = torch.randn(2, T, 2, 24, generator=gen, dtype=torch.float64, requires_grad=True)
     x["s0"] = (0.1 * torch.randn(2, 2, 16, 24, generator=gen, dtype=torch.float64)).requires_grad_()
     assert_impls_match(lambda impl, **a: run(impl, **a, chunk_size=C), x, fast="chunk", atol=1e-10, rtol=1e-9)
+    assert_impls_match(run, x, fast="fused", atol=1e-10, rtol=1e-9)
+
+
+def test_fused_gradcheck_across_segments():
+    """T = 35: three of the fused backward's recompute segments (16 + 16 + 3 steps), every input's gradient."""
+    x = make_inputs(1, 35, 1, 3)
+    gradcheck_op(run, "fused", x)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -116,8 +132,11 @@ def test_gradcheck_rectangular(impl):
     gradcheck_op(lambda i, **a: run(i, **a, chunk_size=3), impl, x)
 
 
-def test_default_impl_is_chunk():
+def test_default_impl_on_the_cpu_is_fused():
     x = make_inputs(1, 20, 1, 40, dtype=torch.float32, with_state=False)
+    o_auto, s_auto = run("auto", **x)
+    o_fused, s_fused = run("fused", **x)
+    assert torch.equal(o_auto, o_fused) and torch.equal(s_auto, s_fused)
     assert_impls_match(lambda impl, **a: run(impl, **a, chunk_size=32), x, fast="auto", atol=5e-5, rtol=1e-4)
 
 
@@ -128,7 +147,7 @@ def test_default_impl_is_chunk():
     (dict(g=torch.zeros(2, 5, 2, dtype=torch.int64)), "g must be a floating-point"),
     (dict(g=torch.zeros(2, 5, 2, dtype=torch.float64)), "g has dtype"),
     (dict(beta=torch.zeros(2, 5, 3)), "beta"),
-    (dict(impl="fused"), "impl"),
+    (dict(impl="bogus"), "impl"),
     (dict(chunk_size=0), "chunk_size"),
 ])
 def test_bad_inputs_raise_value_error(bad, match):

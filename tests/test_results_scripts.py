@@ -50,6 +50,8 @@ NOT_RUN = {
     "algorithmic/scripts/converged.sh": "trains each model to its plateau or 20,000 steps",
     "algorithmic/scripts/converged_cost.py": "times training steps of every model at three sizes (minutes)",
     "speed/scripts/learning.sh": "trains five models x two precisions x two seeds for 500 ListOps steps",
+    "speed/scripts/measure.sh": "times training steps and ops side by side with an older tree (about 20 minutes)",
+    "speed/scripts/profile_step.py": "profiles training steps of five models (minutes)",
 }
 
 

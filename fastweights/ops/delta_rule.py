@@ -7,7 +7,7 @@
 Four paths:
   * ``reference``: a step loop, autograd through it.
   * ``fused``: the step loop as numba CPU kernels with a hand-written backward (:mod:`._delta_rule_fused`);
-    ``auto``'s choice on the CPU, where it runs 2-4x faster than ``chunk`` (not for the gated delta rule).
+    ``auto``'s choice on the CPU, where it runs 2-4x faster than ``chunk``.
   * ``step``: the same step loop, lean (:mod:`fastweights.ops._step`); ``auto`` takes it for a few steps
     (generation's one-token calls).
   * ``chunk``: the chunkwise-parallel algorithm of Yang et al. (2024), "Parallelizing Linear
@@ -35,7 +35,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ._delta_rule_fused import FusedDeltaRule
+from ._delta_rule_fused import FusedDeltaRule, FusedGatedDeltaRule
 from ._step import delta_write, read, stack_steps
 from ._utils import (acc_dtype, autocast_float32, autocast_off, check_dtypes_and_device, check_positive_int, check_qkv,
                      check_tensor, empty_result, resolve_impl, unpack_state)
@@ -81,10 +81,9 @@ def run_delta_rule(name, q, k, v, beta, g, initial_state, output_final_state, im
     check_positive_int("chunk_size", chunk_size)
     if g is not None and (g > 0).any():
         raise ValueError(f"g must be <= 0 (a log-decay: exp(g) <= 1), got a maximum of {g.max().item():.4g}")
-    paths = {"reference": _delta_rule_reference, "chunk": _delta_rule_chunk, "step": _delta_rule_step}
-    if g is None:  # the fused kernel undoes each write in its backward, which a decay (a division) would not allow
-        paths["fused"] = _delta_rule_fused
-    fn = resolve_impl(name, impl, paths, [p for p in ("fused", "chunk") if p in paths], q.device, steps=T)
+    fn = resolve_impl(name, impl, {"reference": _delta_rule_reference, "chunk": _delta_rule_chunk,
+                                   "fused": _delta_rule_fused, "step": _delta_rule_step}, ["fused", "chunk"],
+                      q.device, steps=T)
     if B == 0 or T == 0:
         o, (S,) = empty_result([t for _, t in named] + [s0], (B, T, H, Dv), v.dtype, [s0], [(B, H, Dk, Dv)])
         return o, (S if output_final_state else None)
@@ -94,14 +93,18 @@ def run_delta_rule(name, q, k, v, beta, g, initial_state, output_final_state, im
     return fn(q, k, v, beta, s0, output_final_state, **decay)
 
 
-def _delta_rule_fused(q, k, v, beta, s0, output_final_state):
+def _delta_rule_fused(q, k, v, beta, s0, output_final_state, g=None):
     """The step recurrence as numba CPU kernels (:mod:`._delta_rule_fused`)."""
     B, T, H, Dk = q.shape
     Dv = v.shape[-1]
     in_dtype = v.dtype
     dt = acc_dtype(q.dtype)
     s0 = q.new_zeros(B, H, Dk, Dv, dtype=dt) if s0 is None else s0.to(dt)
-    o, S = FusedDeltaRule.apply(*(x.to(dt) for x in (q, k, v, beta)), s0)
+    xs = [x.to(dt) for x in (q, k, v, beta)]
+    if g is None:
+        o, S = FusedDeltaRule.apply(*xs, s0)
+    else:
+        o, S = FusedGatedDeltaRule.apply(*xs, g.to(dt), s0)
     return o.to(in_dtype), (S if output_final_state else None)
 
 

@@ -6,9 +6,11 @@
     o_t = S_t^T q_t                                 (write, then read; no scaling inside the op)
 
 g = 0 is the delta rule (:func:`fastweights.ops.delta_rule`); g = -inf forgets the whole past at that step.
-Three paths, all the delta rule's own with the decay switched on (see :mod:`fastweights.ops.delta_rule`):
+Four paths, all the delta rule's own with the decay switched on (see :mod:`fastweights.ops.delta_rule`):
   * ``reference``: the step loop, autograd through it.
   * ``step``: the same step loop, lean; ``auto`` takes it for a few steps (generation's one-token calls).
+  * ``fused``: numba CPU kernels, the step loop with a hand-written backward that recomputes the states from one
+    kept every 16 steps (:mod:`._delta_rule_fused`); ``auto``'s choice on the CPU.
   * ``chunk``: the chunkwise algorithm with the decays folded into its matrices, and its hand-written backward
     (the gradient reaches g too). The decays inside a chunk are exponentials of sums of g over the steps they
     span, each at most 1, so the path is stable for any g <= 0.
@@ -35,8 +37,8 @@ def gated_delta_rule(q, k, v, beta, g, *, initial_state=None, output_final_state
             before step t's write.
         initial_state: None or ``S_0`` of shape ``[B, H, Dk, Dv]``.
         output_final_state: also return ``S_T``.
-        impl: ``"auto"`` (``"step"`` for at most ``_step.STEP_MAX_T`` steps, else ``"chunk"``), ``"chunk"``,
-            ``"step"`` or ``"reference"``.
+        impl: ``"auto"`` (``"step"`` for at most ``_step.STEP_MAX_T`` steps, else ``"fused"`` on the CPU and
+            ``"chunk"`` elsewhere), ``"fused"`` (CPU), ``"chunk"``, ``"step"`` or ``"reference"``.
         chunk_size: chunk length C of the chunkwise path.
 
     Returns:

@@ -263,7 +263,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
            chunked=True),
     OpSpec("delta_rule", delta_rule, ("reference", "chunk", "fused", "step"), ("S",), _make_delta_rule,
            _tol((1e-4, 1e-3), (1e-10, 1e-9)), chunked=True),
-    OpSpec("gated_delta_rule", gated_delta_rule, ("reference", "chunk", "step"), ("S",), _make_gated_delta_rule,
+    OpSpec("gated_delta_rule", gated_delta_rule, ("reference", "chunk", "fused", "step"), ("S",), _make_gated_delta_rule,
            _tol((1e-4, 1e-3), (1e-10, 1e-9)), chunked=True),
     OpSpec("delta_mlp", delta_mlp, ("reference", "chunk", "step"), ("W1[l]", "W2[l]"), _make_delta_mlp,
            _tol((1e-4, 1e-4), (1e-9, 1e-7)), variants={"K1": {}, "K2": {"blocks": 2, "hidden_mult": 2}},
