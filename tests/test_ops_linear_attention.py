@@ -30,13 +30,21 @@ def run(impl, q, k, v, s0=None, z0=None, normalize=False, chunk_size=32, **kw):
 
 
 @pytest.mark.parametrize("normalize", [False, True], ids=["plain-B1-T9-H2-Dk4-Dv3", "normalized-B1-T9-H2-Dk4-Dv3"])
-def test_chunk_matches_reference_rectangular(normalize):
+@pytest.mark.parametrize("fast", ["chunk", "fused"])
+def test_fast_paths_match_reference_rectangular(normalize, fast):
     """D_k != D_v (the registry's cases are square), several part-filled chunks, float64."""
     x = make_inputs(1, 9, 2, 4, Dv=3, dtype=torch.float64)
     if not normalize:
         del x["z0"]
-    assert_impls_match(lambda i, **a: run(i, **a, normalize=normalize, chunk_size=4), x, fast="chunk",
+    assert_impls_match(lambda i, **a: run(i, **a, normalize=normalize, chunk_size=4), x, fast=fast,
                        atol=1e-10, rtol=1e-9)
+
+
+def test_default_impl_on_the_cpu_is_fused():
+    x = make_inputs(2, 40, 2, 8, dtype=torch.float32)
+    o_auto, s_auto = run("auto", **x, normalize=True)
+    o_fused, s_fused = run("fused", **x, normalize=True)
+    assert torch.equal(o_auto, o_fused) and all(torch.equal(a, b) for a, b in zip(s_auto, s_fused))
 
 
 def test_normalized_equals_explicit_formula():

@@ -56,7 +56,7 @@ __all__ = ["LinearTransformer", "DeltaNet", "DeltaMLP", "DeltaDeltaNet", "DeltaR
 
 CHUNKED_IMPLS = ("auto", "chunk", "reference")  # ops with a chunkwise-parallel path
 FUSED_IMPLS = ("auto", "fused", "reference")  # recurrent ops with a fused step kernel
-DELTA_IMPLS = ("auto", "chunk", "fused", "reference")  # the delta rule: both
+CHUNKED_FUSED_IMPLS = ("auto", "chunk", "fused", "reference")  # ops with both (linear attention, the delta rules)
 
 
 def _check_choice(name: str, value, choices) -> str:
@@ -148,6 +148,8 @@ class LinearTransformer(FastWeightLayer):
 
     State: ``(S [B, H, D_phi, d],)``, or ``(S, z [B, H, D_phi])`` with ``normalize=True``."""
 
+    impls = CHUNKED_FUSED_IMPLS
+
     def __init__(self, d_model, num_heads, head_dim=None, feature_map="elu1", nu=None, m=None,
                  normalize=True, impl="auto"):
         _check_choice("feature_map", feature_map, ("elu1", "dpfp", "favor"))
@@ -176,7 +178,7 @@ class DeltaNet(FastWeightLayer):
     """DeltaNet: ``W_t = W_{t-1} + beta_t (v_t - W_{t-1} phi(k_t)) (x) phi(k_t)``, ``y_t = W_t phi(q_t)``,
     ``beta_t = sigmoid(w_beta x_t)``. State: ``(S [B, H, D_phi, d],)``."""
 
-    impls = DELTA_IMPLS
+    impls = CHUNKED_FUSED_IMPLS
 
     def __init__(self, d_model, num_heads, head_dim=None, feature_map="elu1-sn", nu=None, m=None,
                  impl="auto"):

@@ -11,7 +11,7 @@ Three paths:
   * ``reference``: a step loop, autograd through it.
   * ``step``: the same step loop, lean (:mod:`fastweights.ops._step`); ``auto`` takes it for a few steps.
   * ``fused`` (CPU): the S part ``z_t = S_t^T q_t`` is exactly a delta rule of (q, k, v, beta) and runs
-    on the delta rule's fused path (:mod:`fastweights.ops._delta_rule_fused`); the recurrent R part runs in
+    on the delta rule's fused path (:mod:`fastweights.ops._fused`); the recurrent R part runs in
     a numba kernel (``prange`` over batch x head, sequential over time) whose backward rebuilds R_{t-1}
     from R_t by undoing the rank-one update, storing only the per-step new values and outputs.
 """

@@ -6,7 +6,7 @@
 
 Four paths:
   * ``reference``: a step loop, autograd through it.
-  * ``fused``: the step loop as numba CPU kernels with a hand-written backward (:mod:`._delta_rule_fused`);
+  * ``fused``: the step loop as numba CPU kernels with a hand-written backward (:mod:`._fused`);
     ``auto``'s choice on the CPU, where it runs 2-4x faster than ``chunk``.
   * ``step``: the same step loop, lean (:mod:`fastweights.ops._step`); ``auto`` takes it for a few steps
     (generation's one-token calls).
@@ -35,7 +35,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ._delta_rule_fused import FusedDeltaRule, FusedGatedDeltaRule
+from ._fused import FusedDeltaRule, FusedGatedDeltaRule
 from ._step import delta_write, read, stack_steps
 from ._utils import (acc_dtype, autocast_float32, autocast_off, check_dtypes_and_device, check_positive_int, check_qkv,
                      check_tensor, empty_result, resolve_impl, unpack_state)
@@ -94,7 +94,7 @@ def run_delta_rule(name, q, k, v, beta, g, initial_state, output_final_state, im
 
 
 def _delta_rule_fused(q, k, v, beta, s0, output_final_state, g=None):
-    """The step recurrence as numba CPU kernels (:mod:`._delta_rule_fused`)."""
+    """The step recurrence as numba CPU kernels (:mod:`._fused`)."""
     B, T, H, Dk = q.shape
     Dv = v.shape[-1]
     in_dtype = v.dtype

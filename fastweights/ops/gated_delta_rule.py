@@ -10,7 +10,7 @@ Four paths, all the delta rule's own with the decay switched on (see :mod:`fastw
   * ``reference``: the step loop, autograd through it.
   * ``step``: the same step loop, lean; ``auto`` takes it for a few steps (generation's one-token calls).
   * ``fused``: numba CPU kernels, the step loop with a hand-written backward that recomputes the states from one
-    kept every 16 steps (:mod:`._delta_rule_fused`); ``auto``'s choice on the CPU.
+    kept every 16 steps (:mod:`._fused`); ``auto``'s choice on the CPU.
   * ``chunk``: the chunkwise algorithm with the decays folded into its matrices, and its hand-written backward
     (the gradient reaches g too). The decays inside a chunk are exponentials of sums of g over the steps they
     span, each at most 1, so the path is stable for any g <= 0.

@@ -258,7 +258,7 @@ def _tol(f32: tuple[float, float], f64: tuple[float, float]) -> dict:
 
 
 OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
-    OpSpec("linear_attention", linear_attention, ("reference", "chunk", "step"), ("S", "z"), _make_linear_attention,
+    OpSpec("linear_attention", linear_attention, ("reference", "chunk", "fused", "step"), ("S", "z"), _make_linear_attention,
            _tol((1e-4, 1e-3), (1e-10, 1e-9)), variants={"plain": {}, "normalized": {"normalize": True}},
            chunked=True),
     OpSpec("delta_rule", delta_rule, ("reference", "chunk", "fused", "step"), ("S",), _make_delta_rule,

@@ -1,4 +1,8 @@
-"""The delta rule's fused CPU paths: numba kernels over the (batch, head) pairs, one time step after another.
+"""The fused CPU paths of the chunkable ops (linear attention, the delta rule, the gated delta rule): numba kernels
+over the (batch, head) pairs, one time step after another.
+
+Linear attention (:mod:`fastweights.ops.linear_attention`), ``S_t = S_{t-1} + k_t v_t^T``, ``o_t = S_t^T q_t``,
+keeps nothing but its inputs: its backward rebuilds ``S_{t-1} = S_t - k_t v_t^T``.
 
 Per head, as in :mod:`fastweights.ops.delta_rule`: ``u_t = beta_t (v_t - S_{t-1}^T k_t)``, ``S_t = S_{t-1} + k_t
 u_t^T``, ``o_t = S_t^T q_t``. The forward keeps only ``e_t = v_t - S_{t-1}^T k_t`` per step (O(T Dv) per head)
@@ -122,6 +126,69 @@ def _backward_kernel(do, q, k, beta, S, es, dS, dq, dk, dv, dbeta, zero):
                     dSm[i, j] += ki * du[j]
                     a += Sm[i, j] * du[j]
                 dkt[i] += a
+
+
+@_njit
+def _linear_forward_kernel(q, k, v, S, o, zero):
+    """S [B,H,Dk,Dv] holds S_0 on entry and S_T on exit. Writes o [B,T,H,Dv]."""
+    B, T, H, Dk = q.shape
+    Dv = v.shape[3]
+    for bh in numba.prange(B * H):
+        b = bh // H
+        h = bh % H
+        Sm = S[b, h]
+        for t in range(T):
+            kt = k[b, t, h]
+            qt = q[b, t, h]
+            vt = v[b, t, h]
+            ot = o[b, t, h]
+            for j in range(Dv):
+                ot[j] = zero
+            for i in range(Dk):  # S += k v^T, o = S^T q, in one pass over S
+                ki = kt[i]
+                qi = qt[i]
+                for j in range(Dv):
+                    s = Sm[i, j] + ki * vt[j]
+                    Sm[i, j] = s
+                    ot[j] += s * qi
+
+
+@_njit
+def _linear_backward_kernel(do, q, k, v, S, dS, dq, dk, dv, zero):
+    """S holds S_T on entry (rebuilt backwards to S_0); dS holds dL/dS_T on entry and dL/dS_0 on exit."""
+    B, T, H, Dk = q.shape
+    Dv = v.shape[3]
+    for bh in numba.prange(B * H):
+        b = bh // H
+        h = bh % H
+        Sm = S[b, h]
+        dSm = dS[b, h]
+        for t in range(T - 1, -1, -1):
+            kt = k[b, t, h]
+            qt = q[b, t, h]
+            vt = v[b, t, h]
+            gt = do[b, t, h]
+            dqt = dq[b, t, h]
+            dkt = dk[b, t, h]
+            dvt = dv[b, t, h]
+            for j in range(Dv):
+                dvt[j] = zero
+            # read: dS += q do^T, dq = S_t do; write S_t = S_{t-1} + k v^T: dk = dS v, dv = dS^T k; then undo it
+            for i in range(Dk):
+                qi = qt[i]
+                ki = kt[i]
+                aq = zero
+                ak = zero
+                for j in range(Dv):
+                    d = dSm[i, j] + qi * gt[j]
+                    dSm[i, j] = d
+                    s = Sm[i, j]
+                    aq += s * gt[j]
+                    ak += d * vt[j]
+                    dvt[j] += d * ki
+                    Sm[i, j] = s - ki * vt[j]
+                dqt[i] = aq
+                dkt[i] = ak
 
 
 SEGMENT = 16  # steps between the gated forward's kept states
@@ -263,6 +330,41 @@ def _gated_backward_kernel(do, q, k, v, beta, a, Sc, C, dS, dq, dk, dv, dbeta, d
 
 def _zero(dtype):
     return np.float64(0) if dtype == torch.float64 else np.float32(0)
+
+
+class FusedLinearAttention(torch.autograd.Function):
+    """``(o [B,T,H,Dv], S_T [B,H,Dk,Dv]) = FusedLinearAttention.apply(q, k, v, S_0)``, all in one float dtype
+    (float32 or float64) on the CPU."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, s0):
+        B, T, H, Dk = q.shape
+        Dv = v.shape[-1]
+        _numba.sync_threads()
+        q, k, v = (x.contiguous() for x in (q, k, v))
+        S = s0.clone(memory_format=torch.contiguous_format)
+        o = q.new_empty(B, T, H, Dv)
+        view = _numba.np_view
+        _linear_forward_kernel(view(q), view(k), view(v), S.numpy(), o.numpy(), _zero(q.dtype))
+        ctx.save_for_backward(q, k, v, S)
+        ctx.set_materialize_grads(False)
+        return o, S
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, do, dST):
+        q, k, v, ST = ctx.saved_tensors
+        B, T, H, Dk = q.shape
+        Dv = v.shape[-1]
+        _numba.sync_threads()
+        do = q.new_zeros(B, T, H, Dv) if do is None else do.to(q.dtype).contiguous()
+        dS = ST.new_zeros(B, H, Dk, Dv) if dST is None else dST.to(q.dtype).clone(memory_format=torch.contiguous_format)
+        S = ST.clone()
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        view = _numba.np_view
+        _linear_backward_kernel(view(do), view(q), view(k), view(v), S.numpy(), dS.numpy(), dq.numpy(), dk.numpy(),
+                                dv.numpy(), _zero(q.dtype))
+        return dq, dk, dv, (dS if ctx.needs_input_grad[3] else None)
 
 
 class FusedGatedDeltaRule(torch.autograd.Function):
