@@ -201,7 +201,7 @@ BAD_OPTIONS = [
     ("rdn", {"head_dim": 0}, "head_dim"),
     ("delta-rnn", {"impl": "chunk"}, "impl"),
     ("delta-lstm", {"impl": "cuda"}, "impl"),
-    ("delta-delta", {"impl": "fused"}, "impl"),
+    ("delta-delta", {"impl": "step"}, "impl"),
     ("deltanet", {"impl": None}, "impl"),
 ]
 

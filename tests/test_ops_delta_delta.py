@@ -48,7 +48,7 @@ def test_composition_of_delta_rules():
     torch.testing.assert_close(S2, s2)
 
 
-@pytest.mark.parametrize("impl", ["reference", "chunk"])
+@pytest.mark.parametrize("impl", ["reference", "chunk", "fused"])
 def test_dtypes_and_state_flags(impl):
     x = make_inputs(1, 9, 2, 4, grad=False, init=False)
     o, s = run(impl, output_final_state=False, **x)
@@ -78,7 +78,7 @@ def _call(**over):
         (dict(initial_state=torch.zeros(1, 2, 3, 10)), "initial_state must be None or a tuple"),
         (dict(initial_state=(torch.zeros(1, 2, 3, 10), torch.zeros(1, 2, 3, 10))), "initial_state.S2"),
         (dict(initial_state=(torch.zeros(1, 2, 10, 3), torch.zeros(1, 2, 3, 3))), "initial_state.S1"),
-        (dict(impl="fused"), "impl must be one of"),
+        (dict(impl="bogus"), "impl must be one of"),
         (dict(chunk_size=0), "chunk_size must be a positive int"),
     ],
 )

@@ -50,13 +50,14 @@ def make_inputs(B, T, H, d, h, K, dtype=torch.float32, init=True, ln=True, seed=
 
 
 @pytest.mark.parametrize("T, d, K", [pytest.param(63, 16, 2, id=shape_id(B=2, T=63, H=2, D=16, K=2))])
-def test_chunk_matches_reference_without_ln_params(T, d, K):
+@pytest.mark.parametrize("fast", ["chunk", "fused"])
+def test_fast_paths_match_reference_without_ln_params(T, d, K, fast):
     """float64, zero initial state, no LN affine params (ln_weight = ln_bias = None)."""
     x = make_inputs(2, T, 2, d, 2 * d, K, dtype=torch.float64, init=False, ln=False)
-    assert_impls_match(run, x, fast="chunk", **TOL[torch.float64])
+    assert_impls_match(run, x, fast=fast, **TOL[torch.float64])
 
 
-@pytest.mark.parametrize("impl", ["reference", "chunk"])
+@pytest.mark.parametrize("impl", ["reference", "chunk", "fused"])
 def test_first_step_by_hand(impl):
     """T=1 from zero state: W1 = beta1 v1 k1^T, W2 = beta2 v2 k2^T; one block (K=1), no LN affine."""
     x = make_inputs(2, 1, 3, 5, 7, 1, dtype=torch.float64, init=False, ln=False, grad=False)
@@ -83,7 +84,7 @@ def test_composition_of_delta_rules():
     torch.testing.assert_close(s[1], s2)
 
 
-@pytest.mark.parametrize("impl", ["reference", "chunk"])
+@pytest.mark.parametrize("impl", ["reference", "chunk", "fused"])
 def test_dtypes_and_state_flags(impl):
     x = make_inputs(1, 9, 2, 4, 6, 1, grad=False, init=False)
     o, s = run(impl, output_final_state=False, **x)

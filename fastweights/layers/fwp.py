@@ -54,9 +54,8 @@ from .base import check_positive_int, head_dims, register
 __all__ = ["LinearTransformer", "DeltaNet", "DeltaMLP", "DeltaDeltaNet", "DeltaRNN", "DeltaLSTM",
            "RecurrentDeltaNet"]
 
-CHUNKED_IMPLS = ("auto", "chunk", "reference")  # ops with a chunkwise-parallel path
+CHUNKED_IMPLS = ("auto", "chunk", "fused", "reference")  # ops with a chunkwise-parallel path (and a fused CPU one)
 FUSED_IMPLS = ("auto", "fused", "reference")  # recurrent ops with a fused step kernel
-CHUNKED_FUSED_IMPLS = ("auto", "chunk", "fused", "reference")  # ops with both (linear attention, the delta rules)
 
 
 def _check_choice(name: str, value, choices) -> str:
@@ -148,8 +147,6 @@ class LinearTransformer(FastWeightLayer):
 
     State: ``(S [B, H, D_phi, d],)``, or ``(S, z [B, H, D_phi])`` with ``normalize=True``."""
 
-    impls = CHUNKED_FUSED_IMPLS
-
     def __init__(self, d_model, num_heads, head_dim=None, feature_map="elu1", nu=None, m=None,
                  normalize=True, impl="auto"):
         _check_choice("feature_map", feature_map, ("elu1", "dpfp", "favor"))
@@ -177,8 +174,6 @@ class LinearTransformer(FastWeightLayer):
 class DeltaNet(FastWeightLayer):
     """DeltaNet: ``W_t = W_{t-1} + beta_t (v_t - W_{t-1} phi(k_t)) (x) phi(k_t)``, ``y_t = W_t phi(q_t)``,
     ``beta_t = sigmoid(w_beta x_t)``. State: ``(S [B, H, D_phi, d],)``."""
-
-    impls = CHUNKED_FUSED_IMPLS
 
     def __init__(self, d_model, num_heads, head_dim=None, feature_map="elu1-sn", nu=None, m=None,
                  impl="auto"):

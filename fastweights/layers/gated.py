@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from ..ops._utils import acc_dtype
 from ..ops.gated_delta_rule import gated_delta_rule
 from .base import check_positive_int, head_dims, register
-from .fwp import CHUNKED_FUSED_IMPLS, FastWeightLayer
+from .fwp import FastWeightLayer
 
 __all__ = ["GatedDeltaNet"]
 
@@ -80,8 +80,6 @@ def mamba2_decay_init(num_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
 class GatedDeltaNet(FastWeightLayer):
     """Gated DeltaNet (see the module docstring). State: ``(S [B, H, d, d_v], conv [B, conv_size - 1, H, 2d + d_v])``,
     or ``(S,)`` with ``use_short_conv=False``."""
-
-    impls = CHUNKED_FUSED_IMPLS
 
     def __init__(self, d_model, num_heads, head_dim=None, expand_v=2, use_short_conv=True, conv_size=4,
                  conv_bias=False, use_gate=True, norm_eps=1e-5, impl="auto"):

@@ -30,9 +30,12 @@ Implementations:
   * ``"chunk"`` (``"auto"`` beyond a few steps): the second net's inputs at step t depend only on the first net at step
     t, so both nets are plain delta rules: two chunkwise
     :func:`~fastweights.ops.delta_rule.delta_rule` calls over the whole sequence.
+  * ``"fused"`` (``"auto"``'s choice on the CPU): the same two calls on the delta rule's fused CPU path.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -62,7 +65,8 @@ def delta_delta(q, k, v, beta, *, initial_state=None, output_final_state=False, 
                             [("initial_state.S1", s1), ("initial_state.S2", s2)])
     check_positive_int("chunk_size", chunk_size)
     fn = resolve_impl("delta_delta", impl, {"reference": _delta_delta_reference, "chunk": _delta_delta_chunk,
-                                            "step": _delta_delta_step}, ["chunk"], q.device, steps=T)
+                                            "fused": functools.partial(_delta_delta_chunk, inner="fused"),
+                                            "step": _delta_delta_step}, ["fused", "chunk"], q.device, steps=T)
     if B == 0 or T == 0:
         o, final = empty_result([q, k, v, beta, s1, s2], (B, T, H, d), q.dtype, [s1, s2],
                                 [(B, H, d, dv), (B, H, d, d)])
@@ -80,12 +84,13 @@ def split_generated(r: torch.Tensor):
             torch.sigmoid(r[..., 3 * d]))
 
 
-def _delta_delta_chunk(q, k, v, beta, s1, s2, output_final_state, chunk_size):
+def _delta_delta_chunk(q, k, v, beta, s1, s2, output_final_state, chunk_size, inner="chunk"):
+    """Two whole-sequence delta rules on the delta rule's ``inner`` path (chunk, or fused for ``"fused"``)."""
     r, S1 = delta_rule(q, k, v, beta, initial_state=s1, output_final_state=output_final_state,
-                       impl="chunk", chunk_size=chunk_size)
+                       impl=inner, chunk_size=chunk_size)
     q2, k2, v2, b2 = split_generated(r)
     o, S2 = delta_rule(q2, k2, v2, b2, initial_state=s2, output_final_state=output_final_state,
-                       impl="chunk", chunk_size=chunk_size)
+                       impl=inner, chunk_size=chunk_size)
     return o, S1, S2
 
 

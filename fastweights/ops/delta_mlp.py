@@ -40,9 +40,12 @@ Implementations:
     delta rule whose query is the previous stage's result at the same step. The blocks run in depth
     order, each stage as one chunkwise :func:`~fastweights.ops.delta_rule.delta_rule` over the whole
     sequence (2K calls), with the layer norms and feature maps applied between them.
+  * ``"fused"`` (``"auto"``'s choice on the CPU): the same 2K calls on the delta rule's fused CPU path.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -77,7 +80,8 @@ def delta_mlp(q, keys, values, betas, *, ln_weight=None, ln_bias=None, ln_eps=1e
         raise ValueError(f"ln_eps must be a positive float, got {ln_eps!r}")
     check_positive_int("chunk_size", chunk_size)
     fn = resolve_impl("delta_mlp", impl, {"reference": _delta_mlp_reference, "chunk": _delta_mlp_chunk,
-                                          "step": _delta_mlp_step}, ["chunk"], q.device, steps=T)
+                                          "fused": functools.partial(_delta_mlp_chunk, inner="fused"),
+                                          "step": _delta_mlp_step}, ["fused", "chunk"], q.device, steps=T)
     if B == 0 or T == 0:
         o, final = empty_result([x for _, x in tensors + weights] + list(s0), (B, T, H, d), q.dtype, s0, shapes)
         return o, (final if output_final_state else None)
@@ -141,17 +145,18 @@ def _block_input(u, w, b, eps):
     return elu1_sn(F.layer_norm(u, (u.shape[-1],), w, b, eps))
 
 
-def _delta_mlp_chunk(q, keys, values, betas, ln_w, ln_b, eps, s0, output_final_state, chunk_size):
+def _delta_mlp_chunk(q, keys, values, betas, ln_w, ln_b, eps, s0, output_final_state, chunk_size, inner="chunk"):
+    """The 2K whole-sequence delta rules on the delta rule's ``inner`` path (chunk, or fused for ``"fused"``)."""
     u = q
     finals = []
     for l in range(len(keys) // 2):
         i, j = 2 * l, 2 * l + 1
         a = _block_input(u, ln_w[l], ln_b[l], eps)
         b, s1 = delta_rule(a, keys[i], values[i], betas[i], initial_state=s0[i],
-                           output_final_state=output_final_state, impl="chunk", chunk_size=chunk_size)
+                           output_final_state=output_final_state, impl=inner, chunk_size=chunk_size)
         c = elu1_sn(b)
         y, s2 = delta_rule(c, keys[j], values[j], betas[j], initial_state=s0[j],
-                           output_final_state=output_final_state, impl="chunk", chunk_size=chunk_size)
+                           output_final_state=output_final_state, impl=inner, chunk_size=chunk_size)
         u = y + u
         finals += [s1, s2]
     return u, finals
