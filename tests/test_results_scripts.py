@@ -115,6 +115,9 @@ JOBS: dict[str, Job] = {
     "formal/report.py": Job([py("formal/scripts/report.py", "--out", "{tmp}")],
                             outputs=["tables.md", "records/study.json", "figures/accuracy.png"],
                             stdout=["| rdn |"], cpu=2),
+    # speed: the learning floor (fp32 against auto) from the committed records
+    "speed/learning_check.py": Job([py("speed/scripts/learning_check.py", RESULTS / "speed" / "records" / "runs")],
+                                   stdout=["| rdn |", "| yes |"], cpu=0.1),
     # wikitext103
     "wikitext103/collect.py": Job([
         py("wikitext103/scripts/collect.py", "--out", "{tmp}", "--data", WT_DATA, "--cache-dir", "{tmp}/cache")],
