@@ -18,17 +18,18 @@ def test_bench_ops_writes_table_and_json(tmp_path, capsys):
     data = json.loads(out.read_text())
     rows = data["rows"]
     assert data["environment"]["threads"] == 2
-    # softmax attention (reference + sdpa) and two impls of each requested op, at both shapes
+    # softmax attention (reference + sdpa) and the three timed impls of each requested op, at both shapes
     assert {(r["op"], r["impl"]) for r in rows} == {
         ("softmax_attention", "reference"), ("softmax_attention", "sdpa"), ("linear_attention", "reference"),
-        ("linear_attention", "chunk"), ("delta_rule", "reference"), ("delta_rule", "chunk")}
-    assert len(rows) == 12
+        ("linear_attention", "chunk"), ("linear_attention", "fused"), ("delta_rule", "reference"),
+        ("delta_rule", "chunk"), ("delta_rule", "fused")}
+    assert len(rows) == 16
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = cli_in_process(capsys, "bench", "plot", out, "--out", tmp_path / "again.png")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "again.png").stat().st_size > 1000
     table = (tmp_path / "t.md").read_text().splitlines()
-    assert len(table) == 2 + 12 and table[0].startswith("| op | impl |")
+    assert len(table) == 2 + 16 and table[0].startswith("| op | impl |")
     for row in rows:
         assert row["ms"] > 0 and row["tokens_per_s"] > 0 and row["peak_mb"] > 0
         assert row["speedup_vs_reference"] > 0 and row["ratio_to_sdpa"] > 0
