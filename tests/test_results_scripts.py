@@ -47,7 +47,7 @@ NOT_RUN = {
     "atari/scripts/learn.sh": "trains IMPALA on Atari games for 3M frames each",
     "wikitext103/scripts/run_all.sh": "trains every model on WikiText-103 for 5 CPU-minutes",
     "wikitext103/scripts/run_carry.sh": "trains the carried-state Delta RNN on WikiText-103 for 5 CPU-minutes",
-    "algorithmic/scripts/converged.sh": "trains each model to its plateau or 20,000 steps",
+    "algorithmic/scripts/converged.sh": "trains each model to its plateau or 10,000 steps",
     "algorithmic/scripts/converged_cost.py": "times training steps of every model at three sizes (minutes)",
     "speed/scripts/learning.sh": "trains five models x two precisions x two seeds for 500 ListOps steps",
     "speed/scripts/measure.sh": "times training steps and ops side by side with an older tree (about 20 minutes)",
@@ -88,6 +88,14 @@ JOBS: dict[str, Job] = {
         py("algorithmic/scripts/step_cost.py", "{tmp}/data", "--rounds", "1", "--models", "lstm",
            "--batch-size", "8", "--json", "{tmp}/step_cost.json")],
         outputs=["step_cost.json"], stdout=["| lstm |"], cpu=6),
+    "algorithmic/converged_report.py": Job([
+        fw("data", "listops", "--depth", "4", "--sizes", "64,16,16", "--out", "{tmp}/data"),
+        fw("train", "listops", "--model", "lstm", "--data", "{tmp}/data", "--steps", "4", "--eval-interval", "2",
+           "--d-model", "16", "--layers", "1", "--heads", "2", "--batch-size", "8", "--threads", "1",
+           "--budget-clock", "cpu", "--out", "{tmp}/runs/d15-lstm-s0"),
+        fw("compare", "{tmp}/runs/d15-lstm-s0", "--test"),
+        py("algorithmic/scripts/converged_report.py", "{tmp}/runs", "--out", "{tmp}/out")],
+        outputs=["out/converged.md", "out/converged_d15.png"], stdout=["| d15 | lstm | 0 | step cap | 4 |"], cpu=4),
     "algorithmic/report.sh": Job([
         ["bash", str(ALG / "scripts" / "report.sh"), "--out", "{tmp}", ALG / "records" / "runs", "v3"]],
         outputs=["records/v3.md", "records/v3.json", "figures/v3.png", "records/runs/v3-lstm/metrics.jsonl"],
